@@ -1,0 +1,86 @@
+"""The model as samplers and losses see it: (network, parameterization, process, Sigma).
+
+`Denoiser(x_t, t)` returns x0_hat and eps_hat whatever the network predicts, so every
+sampler works with every parameterization (style.md). `reverse(x_t, t)` gives the
+reverse step p(x_{t-1} | x_t) = N(mean, exp(log_var)) with the chosen Sigma:
+    fixed_large    s^2 = beta_t                      (Ho et al. 2020, sec. 3.2)
+    fixed_small    s^2 = beta_tilde_t
+    learned_range  log s^2 = f log beta + (1 - f) log beta_tilde, f = (v + 1)/2
+                   (Nichol & Dhariwal 2021, eq. 15)
+    learned        log s^2 = network output (DDPM's learned diagonal Sigma)
+A learned Sigma takes as many extra output channels as the data has.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .parameterizations import get_parameterization
+from .weightings import reverse_variance_table
+
+__all__ = ["SIGMAS", "LEARNED_SIGMAS", "Prediction", "Denoiser"]
+
+SIGMAS = ("fixed_large", "fixed_small", "learned_range", "learned")
+LEARNED_SIGMAS = ("learned_range", "learned")
+
+
+@dataclass
+class Prediction:
+    out: torch.Tensor            # the network's prediction in its own space
+    x0: torch.Tensor             # x0_hat
+    eps: torch.Tensor            # eps_hat
+    var_out: torch.Tensor = None  # the extra channels of a learned Sigma
+
+
+class Denoiser(nn.Module):
+    """Wraps a plain network with a parameterization; `clip_x0` clamps x0_hat to [-1, 1]
+    and recomputes eps_hat from it (as the official DDPM and improved-diffusion samplers)."""
+
+    def __init__(self, net, parameterization, process, sigma="fixed_large", clip_x0=False):
+        super().__init__()
+        if sigma not in SIGMAS:
+            raise ValueError(f"unknown Sigma {sigma!r}; choose from {list(SIGMAS)}")
+        self.net = net
+        self.process = process
+        self.param = get_parameterization(parameterization, process)
+        self.sigma = sigma
+        self.clip_x0 = clip_x0
+
+    @property
+    def learned_sigma(self):
+        return self.sigma in LEARNED_SIGMAS
+
+    def forward(self, x_t, t, clip_x0=None):
+        t = torch.as_tensor(t, device=x_t.device)
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        out = self.net(x_t, self.process.model_time(t))
+        var_out = None
+        if self.learned_sigma:
+            out, var_out = out.chunk(2, dim=1)
+        c = self.param.coefs(self.process, t, x_t)
+        x0, eps = self.param.to_x0_eps(out, x_t, c)
+        if self.clip_x0 if clip_x0 is None else clip_x0:
+            x0 = x0.clamp(-1, 1)
+            eps = (x_t - c["alpha"] * x0) / c["sigma"]
+        return Prediction(out=out, x0=x0, eps=eps, var_out=var_out)
+
+    def reverse_log_variance(self, pred, t, x_t):
+        """log s_t^2 of p(x_{t-1} | x_t) at integer t."""
+        process = self.process
+        if self.sigma == "learned":
+            return pred.var_out
+        if self.sigma == "learned_range":
+            frac = (pred.var_out + 1) / 2
+            max_log = process.at("beta", t, x_t).log()
+            min_log = process.at("log_beta_tilde_clipped", t, x_t)
+            return frac * max_log + (1 - frac) * min_log
+        table = reverse_variance_table(process, self.sigma).log().to(x_t.device, x_t.dtype)
+        return table[t.long()].reshape(-1, *([1] * (x_t.ndim - 1))).expand_as(x_t)
+
+    def reverse(self, x_t, t, pred=None):
+        """(pred, mean, log_var) of p(x_{t-1} | x_t): the posterior mean at x0_hat."""
+        pred = self(x_t, t) if pred is None else pred
+        mean = self.process.posterior_mean(pred.x0, x_t, t)
+        return pred, mean, self.reverse_log_variance(pred, t, x_t)

@@ -1,0 +1,186 @@
+"""Training objectives: one weighted denoising loss for every (parameterization, weighting, Sigma).
+
+Loss scale (design.md "Conventions"): per-example losses are means over dimensions; the
+VLB terms are in bits/dim; weights are the papers' own (no normalization) unless
+`normalize=True`, which divides an MSE weight by its mean over t so E_t[w] = 1.
+
+An MSE weighting is applied in the parameterization's own output space with factor
+w(t) / k(t)^2 (weighting_space="eps"), which has exactly the gradient of w |eps - eps_hat|^2
+without dividing by a vanishing sigma or alpha; with weighting_space="target" the factor is
+w(t) itself (seed 003's code), and `native` is always the plain MSE of the target.
+
+`vlb` trains on the true per-t term L_{t-1} = KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for
+t >= 1 and the decoder L_0 = -log p(x0 | x_1) at t = 0 (Ho et al. 2020, eq. 5; seed 003),
+in bits/dim, the per-t term itself as DDPM's code does (vlb_scale="ddpm") or times T
+(improved-diffusion's rescaled KL, vlb_scale="rescaled"). A learned Sigma under any other
+weighting adds the hybrid term lambda * T * L_t with the mean detached (Nichol & Dhariwal
+2021, sec. 3.1, lambda = 0.001; their code's vb * T/1000), so it is never left untrained.
+Under a fixed Sigma the KL for t >= 1 is computed as the weighted MSE of the target plus
+the KL's model-independent constant, which is exact and avoids dividing by alpha.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from .denoiser import Denoiser, LEARNED_SIGMAS
+from .weightings import (MSE_WEIGHTINGS, WEIGHTINGS, reverse_variance_table, vlb_weight,
+                         weight_table)
+
+__all__ = [
+    "normal_kl", "approx_standard_normal_cdf", "discretized_gaussian_log_likelihood",
+    "gaussian_log_likelihood", "vlb_term", "AdaptiveHead", "Objective", "mean_flat",
+]
+
+LN2 = math.log(2.0)
+
+
+def mean_flat(x):
+    return x.flatten(1).mean(1)
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2):
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats."""
+    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
+                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
+
+
+def approx_standard_normal_cdf(x):
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def discretized_gaussian_log_likelihood(x0, mean, log_var, levels):
+    """log p(x0) for data on `levels` evenly spaced values in [-1, 1] (Ho et al. 2020, eq. 13),
+    the outermost bins extended to +-infinity."""
+    half_bin = 1.0 / (levels - 1)
+    inv_std = torch.exp(-0.5 * log_var)
+    cdf_plus = approx_standard_normal_cdf((x0 - mean + half_bin) * inv_std)
+    cdf_minus = approx_standard_normal_cdf((x0 - mean - half_bin) * inv_std)
+    tiny = 1e-12
+    log_cdf_plus = cdf_plus.clamp(min=tiny).log()
+    log_one_minus_cdf_minus = (1 - cdf_minus).clamp(min=tiny).log()
+    log_delta = (cdf_plus - cdf_minus).clamp(min=tiny).log()
+    edge = 1 - 1e-3
+    return torch.where(x0 < -edge, log_cdf_plus,
+                       torch.where(x0 > edge, log_one_minus_cdf_minus, log_delta))
+
+
+def gaussian_log_likelihood(x0, mean, log_var):
+    """Continuous Gaussian decoder log N(x0; mean, e^log_var), for real-valued data."""
+    return -0.5 * (math.log(2 * math.pi) + log_var + (x0 - mean) ** 2 * torch.exp(-log_var))
+
+
+def vlb_term(denoiser: Denoiser, x0, x_t, t, pred=None, levels=None, detach_mean=False):
+    """L_t per example in bits/dim: the KL for t >= 1, the decoder NLL at t = 0 (discretized
+    with `levels`, or a continuous Gaussian when levels is None)."""
+    pred, mean, log_var = denoiser.reverse(x_t, t, pred)
+    if detach_mean:
+        mean = mean.detach()
+    true_mean, _, true_log_var = denoiser.process.posterior_mean_variance(x0, x_t, t)
+    kl = mean_flat(normal_kl(true_mean, true_log_var, mean, log_var)) / LN2
+    if levels is None:
+        nll = -mean_flat(gaussian_log_likelihood(x0, mean, log_var)) / LN2
+    else:
+        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, log_var, levels)) / LN2
+    return torch.where(t == 0, nll, kl)
+
+
+class AdaptiveHead(nn.Module):
+    """EDM2's learned log-variance u(t): a linear map of Fourier features of log-SNR
+    (Karras et al. 2024, sec. 4 / App. B.2)."""
+
+    def __init__(self, process, channels=128):
+        super().__init__()
+        self.register_buffer("log_snr", process.log_snr.float(), persistent=False)
+        generator = torch.Generator().manual_seed(0)
+        self.register_buffer("freqs", torch.randn(channels, generator=generator), persistent=False)
+        self.register_buffer("phases", torch.rand(channels, generator=generator), persistent=False)
+        self.linear = nn.Linear(channels, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, t):
+        c_noise = self.log_snr[t.long()] / 4  # EDM's c_noise = ln(sigma)/4 = -log_snr/8 up to sign
+        features = torch.cos(2 * math.pi * (c_noise[:, None] * self.freqs + self.phases)) * math.sqrt(2)
+        return self.linear(features).squeeze(1)
+
+
+class Objective(nn.Module):
+    """Per-example training loss for one grid cell; `forward(net, x0, t, eps)` returns a dict
+    with `loss` [B] (what is minimized) and `mse_eps` [B] (|eps - eps_hat|^2, for logging).
+
+    Holds parameters only for `adaptive` (its u(t) head): optimize them with the network.
+    """
+
+    def __init__(self, process, parameterization, weighting, sigma="fixed_large",
+                 weighting_space="eps", gamma=5.0, levels=None, vlb_scale="ddpm",
+                 hybrid_lambda=1e-3, normalize=False):
+        super().__init__()
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; choose from {sorted(WEIGHTINGS)}")
+        if weighting_space not in ("eps", "target"):
+            raise ValueError("weighting_space must be 'eps' or 'target'")
+        if vlb_scale not in ("ddpm", "rescaled"):
+            raise ValueError("vlb_scale must be 'ddpm' or 'rescaled'")
+        self.process = process
+        self.parameterization, self.weighting, self.sigma = parameterization, weighting, sigma
+        self.levels, self.hybrid_lambda = levels, hybrid_lambda
+        self.vlb_factor = 1.0 if vlb_scale == "ddpm" else float(process.T)
+        probe = Denoiser(nn.Identity(), parameterization, process, sigma)
+        self.param = probe.param
+        k2 = self.param.scale(process) ** 2
+        if weighting in MSE_WEIGHTINGS or weighting == "adaptive":
+            w = weight_table(weighting, process, self.param, gamma)
+            if normalize:
+                w = w / w.mean()
+            if weighting == "native":
+                factor = torch.ones_like(w)
+            else:
+                factor = w / k2 if weighting_space == "eps" else w
+        elif sigma in LEARNED_SIGMAS:  # vlb with a learned Sigma: the full KL (vlb_term)
+            factor = torch.zeros_like(k2)
+        else:  # vlb under a fixed Sigma: the KL's quadratic coefficient plus its constant
+            factor = vlb_weight(process, sigma) / k2
+            s2 = reverse_variance_table(process, sigma)
+            log_q = process.log_beta_tilde_clipped
+            kl_const = 0.5 * (s2.log() - log_q + log_q.exp() / s2 - 1) / LN2
+            self.register_buffer("kl_const", kl_const, persistent=False)
+        self.register_buffer("factor", factor, persistent=False)
+        self.register_buffer("k2", k2, persistent=False)
+        self.adaptive = AdaptiveHead(process) if weighting == "adaptive" else None
+
+    def denoiser(self, net):
+        return Denoiser(net, self.parameterization, self.process, self.sigma)
+
+    def forward(self, net, x0, t, eps):
+        denoiser = self.denoiser(net)
+        x_t = self.process.q_sample(x0, t, eps)
+        pred = denoiser(x_t, t)
+        c = self.param.coefs(self.process, t, x_t)
+        target = self.param.target(x0, eps, x_t, c)
+        err = mean_flat((pred.out - target) ** 2)  # the parameterization's own MSE
+        mse_eps = err / self.k2[t].to(err.dtype)
+        if self.weighting == "vlb":
+            term = vlb_term(denoiser, x0, x_t, t, pred, self.levels)
+            if not denoiser.learned_sigma:
+                kl = self.factor[t].to(err.dtype) * err + self.kl_const[t].to(err.dtype)
+                term = torch.where(t == 0, term, kl)
+            loss = self.vlb_factor * term
+        else:
+            loss = self.factor[t].to(err.dtype) * err
+            if self.adaptive is not None:
+                u = self.adaptive(t)
+                loss = loss / torch.exp(u) + u
+            if denoiser.learned_sigma:
+                vb = vlb_term(denoiser, x0, x_t, t, pred, self.levels, detach_mean=True)
+                loss = loss + self.hybrid_lambda * self.process.T * vb
+        return {"loss": loss, "mse_eps": mse_eps.detach()}
+
+
+def output_channels(data_channels, sigma):
+    """Channels the network must output for a Sigma choice."""
+    return 2 * data_channels if sigma in LEARNED_SIGMAS else data_channels
+
+
+__all__.append("output_channels")
