@@ -1,0 +1,217 @@
+# The experiment DAG (the same as dvc.yaml): prepare -> evaluator -> reference, and per grid
+# cell train -> sample -> evaluate, then aggregate -> plot. All settings live in
+# params.yaml, validated here before any job runs; each rule's `params:` names only the
+# sections it uses, so a change reruns only what depends on it. Torch threads follow each
+# rule's `threads` (Snakemake exports them as OMP_NUM_THREADS).
+import sys
+from glob import glob
+
+from pipeline.params import ParamsError, load
+
+configfile: "params.yaml"
+
+try:
+    P = load("params.yaml")
+except ParamsError as err:
+    sys.exit(f"error: {err}")
+
+CELLS = list(P.cells)
+# Code dependencies as files: a directory's mtime misses edits inside it.
+DIFFUSION = sorted(glob("diffusion/**/*.py", recursive=True))
+COMMON = ["pipeline/params.py", "pipeline/io.py", "pipeline/data.py", "pipeline/build.py"]
+
+
+wildcard_constraints:
+    cell="|".join(CELLS) or "NONE",
+
+
+rule all:
+    input:
+        "results/table.md",
+        "results/plots/fid_heatmap.png",
+
+
+rule prepare:
+    input:
+        "pipeline/prepare.py",
+        COMMON,
+    output:
+        train="data/train.pt",
+        heldout="data/heldout.pt",
+    params:
+        data=config["data"],
+    log:
+        "logs/prepare.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "python -m pipeline.prepare --train {output.train} --heldout {output.heldout} 2> {log}"
+
+
+rule evaluator:
+    input:
+        "pipeline/evaluator.py",
+        "pipeline/fidelity.py",
+        COMMON,
+        train="data/train.pt",
+        heldout="data/heldout.pt",
+    output:
+        weights="runs/evaluator.pt",
+        metrics="results/evaluator.json",
+    params:
+        evaluator=config["evaluator"],
+    log:
+        "logs/evaluator.log",
+    threads: 2
+    resources:
+        mem_mb=1000,
+    shell:
+        "python -m pipeline.evaluator --train {input.train} --heldout {input.heldout}"
+        " --out {output.weights} --metrics {output.metrics} 2> {log}"
+
+
+rule reference:
+    input:
+        "pipeline/reference.py",
+        "pipeline/fidelity.py",
+        COMMON,
+        train="data/train.pt",
+        heldout="data/heldout.pt",
+        evaluator="runs/evaluator.pt",
+    output:
+        cache=directory("runs/reference"),
+        metrics="results/reference.json",
+    params:
+        metrics=config["metrics"],
+        num_samples=config["sample"]["num_samples"],
+    log:
+        "logs/reference.log",
+    threads: 2
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m pipeline.reference --train {input.train} --heldout {input.heldout}"
+        " --evaluator {input.evaluator} --cache-dir {output.cache} --out {output.metrics} 2> {log}"
+
+
+rule train:
+    input:
+        "pipeline/train.py",
+        COMMON,
+        DIFFUSION,
+        data="data/train.pt",
+    output:
+        model="runs/train/{cell}.pt",
+        losses="results/train/{cell}/losses.csv",
+        profile="results/train/{cell}/profile.csv",
+        summary="results/train/{cell}/summary.json",
+    params:
+        cell=lambda w: config["cells"][w.cell],
+        train=config["train"],
+        model=config["model"],
+        process=config["process"],
+        data=config["data"],
+    log:
+        "logs/train/{cell}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m pipeline.train --cell {wildcards.cell} --data {input.data}"
+        " --out {output.model} --losses {output.losses} --profile {output.profile}"
+        " --summary {output.summary} --checkpoint runs/checkpoints/{wildcards.cell}.pt 2> {log}"
+
+
+rule sample:
+    input:
+        "pipeline/sample.py",
+        COMMON,
+        DIFFUSION,
+        model="runs/train/{cell}.pt",
+        data="data/train.pt",
+    output:
+        samples="runs/samples/{cell}.pt",
+        grid="results/samples/{cell}.png",
+    params:
+        sample=config["sample"],
+    log:
+        "logs/sample/{cell}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m pipeline.sample --model {input.model} --data {input.data}"
+        " --out {output.samples} --grid {output.grid} 2> {log}"
+
+
+rule evaluate:
+    input:
+        "pipeline/evaluate.py",
+        "pipeline/fidelity.py",
+        COMMON,
+        DIFFUSION,
+        model="runs/train/{cell}.pt",
+        samples="runs/samples/{cell}.pt",
+        train="data/train.pt",
+        heldout="data/heldout.pt",
+        evaluator="runs/evaluator.pt",
+        reference="results/reference.json",
+        cache="runs/reference",
+    output:
+        metrics="results/metrics/{cell}.json",
+    params:
+        metrics=config["metrics"],
+    log:
+        "logs/evaluate/{cell}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m pipeline.evaluate --cell {wildcards.cell} --model {input.model}"
+        " --samples {input.samples} --train {input.train} --heldout {input.heldout}"
+        " --evaluator {input.evaluator} --reference {input.reference}"
+        " --cache-dir {input.cache} --out {output.metrics} 2> {log}"
+
+
+rule aggregate:
+    input:
+        "pipeline/aggregate.py",
+        COMMON,
+        metrics=expand("results/metrics/{cell}.json", cell=CELLS),
+        reference="results/reference.json",
+    output:
+        csv="results/metrics.csv",
+        markdown="results/table.md",
+        latex="results/table.tex",
+    params:
+        cells=config["cells"],
+        sample=config["sample"],
+    log:
+        "logs/aggregate.log",
+    threads: 1
+    shell:
+        "python -m pipeline.aggregate --metrics-dir results/metrics --reference {input.reference}"
+        " --csv {output.csv} --markdown {output.markdown} --latex {output.latex} 2> {log}"
+
+
+rule plot:
+    input:
+        "pipeline/plot.py",
+        COMMON,
+        metrics="results/metrics.csv",
+        losses=expand("results/train/{cell}/losses.csv", cell=CELLS),
+        grids=expand("results/samples/{cell}.png", cell=CELLS),
+    output:
+        heatmap="results/plots/fid_heatmap.png",
+        curves="results/plots/loss_curves.png",
+        profile="results/plots/loss_profile.png",
+        samples="results/plots/samples.png",
+    params:
+        cells=config["cells"],
+    log:
+        "logs/plot.log",
+    threads: 1
+    shell:
+        "python -m pipeline.plot --metrics {input.metrics} --train-dir results/train"
+        " --samples-dir results/samples --out-dir results/plots 2> {log}"

@@ -1,0 +1,90 @@
+"""Stage `evaluate`: IS / FID / KID of one cell's samples through torch-fidelity (against
+the training set, the paper's protocol) and NLL in bits/dim on held-out data (the full
+T-step variational bound, Ho et al. 2020 Table 1); one JSON per cell."""
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from diffusion import Denoiser, vlb_bits_per_dim
+
+from .build import build_net, build_process
+from .data import to_model
+from .fidelity import compute_metrics
+from .io import load_json, load_torch, run_stage, save_json, set_threads
+from .params import load_or_exit
+
+
+def heldout_nll(params, state, heldout, levels):
+    """Mean VLB (bits/dim) of the EMA model on the first metrics.nll_examples held-out images."""
+    config = json.loads(state["config"])
+    x0 = to_model(heldout["images"][: params.metrics.nll_examples], levels)
+    process = build_process(params.process)
+    net = build_net(params.model, tuple(x0.shape[1:]), config["sigma"])
+    net.load_state_dict(state["ema"])
+    net.eval()
+    denoiser = Denoiser(net, config["parameterization"], process, config["sigma"])
+    generator = torch.Generator().manual_seed(params.metrics.seed)
+    bar = tqdm(total=process.T, desc=f"nll {config['cell']}", mininterval=1.0, disable=not sys.stderr.isatty())
+    with torch.inference_mode():
+        bpd, _ = vlb_bits_per_dim(denoiser, x0, generator, levels=levels, callback=lambda i, n: bar.update(1))
+    bar.close()
+    return float(bpd.mean())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--cell", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--samples", required=True)
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--heldout", required=True)
+    parser.add_argument("--evaluator", required=True)
+    parser.add_argument("--reference", required=True, help="the reference stage's JSON")
+    parser.add_argument("--cache-dir", required=True, help="the reference stage's cache folder")
+    parser.add_argument("--out", required=True, help="output: metrics (.json)")
+    args = parser.parse_args(argv)
+    params = load_or_exit(args.params)
+    set_threads()
+    cell = params.cells.get(args.cell)
+    if cell is None:
+        raise SystemExit(f"error: cell {args.cell!r} is not in {args.params}")
+    samples = load_torch(args.samples)
+    state = load_torch(args.model)
+    load_json(args.reference)
+    result = {"cell": args.cell, "parameterization": cell.parameterization,
+              "weighting": cell.weighting, "sigma": cell.sigma,
+              "status": state["status"], "step": int(state["step"])}
+    if samples["status"] != "ok":
+        save_json(result, args.out)
+        print(f"{args.cell}: {samples['status']}, metrics skipped")
+        return
+    train, heldout = load_torch(args.train), load_torch(args.heldout)
+    levels = int(train["levels"]) or None
+    start = time.perf_counter()
+    common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir,
+                  reference_cache_name="train", seed=params.metrics.seed,
+                  kid_subset_size=params.metrics.kid_subset_size)
+    result.update(compute_metrics(samples["samples"], train["images"], **common))
+    # FID depends on the sample count: also score as many samples as the held-out floor has.
+    n_matched = len(heldout["images"])
+    if n_matched < len(samples["samples"]):
+        matched = compute_metrics(samples["samples"][:n_matched], train["images"], **common)
+        result["fid_matched"], result["n_matched"] = matched["fid"], n_matched
+    else:
+        result["fid_matched"], result["n_matched"] = result["fid"], len(samples["samples"])
+    result["nll_bpd"] = heldout_nll(params, state, heldout, levels)
+    result["n_samples"] = len(samples["samples"])
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    save_json(result, args.out)
+    print(f"{args.cell}: IS {result['isc_mean']:.2f} FID {result['fid']:.3f} "
+          f"KID {result['kid_mean']:.4f} NLL {result['nll_bpd']:.3f} bits/dim")
+
+
+if __name__ == "__main__":
+    run_stage(main)

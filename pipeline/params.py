@@ -1,0 +1,351 @@
+"""params.yaml: loaded and validated once, into frozen dataclasses, before any compute.
+
+Every mistake (unknown or missing key, wrong type, unknown slug, impossible value, empty
+grid, duplicate key or cell) is reported as one line naming its key path, and
+`python -m pipeline.params` (or any stage) exits nonzero. The grid is the `cells:` mapping,
+one line per trained model: `id: {parameterization, weighting, sigma, train: {overrides}}`.
+"""
+
+import dataclasses
+import re
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from diffusion import PARAMETERIZATIONS, SAMPLERS, SCHEDULES, SIGMAS, TIMESTEP_SAMPLERS, WEIGHTINGS
+from diffusion.nets import NETWORKS
+
+DATASETS = ("digits", "fashion_mnist", "cifar10", "swiss_roll")
+SLUG = re.compile(r"^[a-z0-9_]+$")
+CELL_ID = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)*$")
+
+
+class ParamsError(ValueError):
+    """A params.yaml mistake; str() is the one line shown to the user."""
+
+
+@dataclass(frozen=True)
+class Data:
+    name: str = "digits"
+    heldout_fraction: float = 0.2
+    split_seed: int = 0
+    path: typing.Optional[str] = None   # local folder for data sets that are not shipped
+    random_flip: bool = False
+
+
+@dataclass(frozen=True)
+class Process:
+    kind: str = "vp"
+    schedule: str = "linear"
+    T: int = 1000
+    sigma_min: float = 0.01   # VE only
+    sigma_max: float = 10.0   # VE only
+
+
+@dataclass(frozen=True)
+class Model:
+    net: str = "mlp"
+    hidden: int = 256                 # mlp
+    num_blocks: int = 3               # mlp
+    model_channels: int = 128         # unet
+    channel_mult: typing.Tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attention_resolutions: typing.Tuple[int, ...] = (16,)
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class Train:
+    steps: int = 6000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    weighting_space: str = "eps"
+    min_snr_gamma: float = 5.0
+    normalize_weights: bool = False
+    vlb_scale: str = "ddpm"
+    hybrid_lambda: float = 1e-3
+    timestep_sampler: str = "uniform"
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Cell:
+    parameterization: str
+    weighting: str
+    sigma: str = "fixed_large"
+    train: typing.Dict[str, typing.Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sample:
+    sampler: str = "ancestral"
+    steps: int = 1000
+    num_samples: int = 1000
+    batch_size: int = 1000
+    clip_x0: bool = True
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 2e-3
+    feature_dim: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Metrics:
+    kid_subset_size: int = 300
+    nll_examples: int = 200
+    seed: int = 2
+
+
+@dataclass(frozen=True)
+class Params:
+    data: Data
+    process: Process
+    model: Model
+    train: Train
+    cells: typing.Dict[str, Cell]
+    sample: Sample
+    evaluator: Evaluator
+    metrics: Metrics
+
+    def cell_train(self, cell_id):
+        """The training settings of one cell: `train` with the cell's overrides applied."""
+        return dataclasses.replace(self.train, **self.cells[cell_id].train)
+
+
+# ----- generic structural validation --------------------------------------------------
+def _type_name(tp):
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value, tp, path):
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner, path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{path}: expected a list, got {value!r}")
+        (inner, _) = typing.get_args(tp)
+        return tuple(_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls, raw, path):
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ParamsError(f"{path}.{key}: unknown key (allowed: {', '.join(fields)})")
+    kwargs = {}
+    hints = typing.get_type_hints(cls)
+    for name, f in fields.items():
+        if name in raw:
+            kwargs[name] = _coerce(raw[name], hints[name], f"{path}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ParamsError(f"{path}.{name}: missing key")
+    return cls(**kwargs)
+
+
+# ----- semantic checks ----------------------------------------------------------------------
+def _choice(value, allowed, path):
+    if value not in allowed:
+        raise ParamsError(f"{path}: unknown value {value!r} (choose from {', '.join(sorted(allowed))})")
+
+
+def _positive(value, path, zero_ok=False):
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ParamsError(f"{path}: must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
+
+
+def _check_train(train, path):
+    for name in ("steps", "batch_size", "lr", "log_every", "checkpoint_every"):
+        _positive(getattr(train, name), f"{path}.{name}")
+    for name in ("warmup", "grad_clip", "hybrid_lambda"):
+        _positive(getattr(train, name), f"{path}.{name}", zero_ok=True)
+    if not 0 <= train.ema_decay < 1:
+        raise ParamsError(f"{path}.ema_decay: must be in [0, 1), got {train.ema_decay!r}")
+    _choice(train.weighting_space, ("eps", "target"), f"{path}.weighting_space")
+    _choice(train.vlb_scale, ("ddpm", "rescaled"), f"{path}.vlb_scale")
+    _choice(train.timestep_sampler, TIMESTEP_SAMPLERS, f"{path}.timestep_sampler")
+    _positive(train.min_snr_gamma, f"{path}.min_snr_gamma")
+
+
+def _check(p: Params):
+    _choice(p.data.name, DATASETS, "data.name")
+    if not 0 < p.data.heldout_fraction < 1:
+        raise ParamsError(f"data.heldout_fraction: must be in (0, 1), got {p.data.heldout_fraction!r}")
+    if p.data.path is not None and not Path(p.data.path).exists():
+        raise ParamsError(f"data.path: {p.data.path} does not exist")
+    _choice(p.process.kind, ("vp", "ve"), "process.kind")
+    _choice(p.process.schedule, SCHEDULES, "process.schedule")
+    _positive(p.process.T, "process.T")
+    if not 0 < p.process.sigma_min < p.process.sigma_max:
+        raise ParamsError("process.sigma_min: need 0 < sigma_min < sigma_max")
+    _choice(p.model.net, NETWORKS, "model.net")
+    for name in ("hidden", "num_blocks", "model_channels", "num_res_blocks"):
+        _positive(getattr(p.model, name), f"model.{name}")
+    if not 0 <= p.model.dropout < 1:
+        raise ParamsError(f"model.dropout: must be in [0, 1), got {p.model.dropout!r}")
+    _check_train(p.train, "train")
+    if not p.cells:
+        raise ParamsError("cells: the grid is empty; add at least one cell")
+    seen = {}
+    train_keys = {f.name for f in dataclasses.fields(Train)}
+    for cell_id, cell in p.cells.items():
+        path = f"cells.{cell_id}"
+        if not isinstance(cell_id, str) or not CELL_ID.match(cell_id):
+            raise ParamsError(f"{path}: cell ids use a-z, 0-9, '_' and '-' only")
+        _choice(cell.parameterization, PARAMETERIZATIONS, f"{path}.parameterization")
+        if p.process.kind not in PARAMETERIZATIONS[cell.parameterization].processes:
+            raise ParamsError(f"{path}.parameterization: {cell.parameterization!r} is not defined "
+                              f"for a {p.process.kind} process")
+        _choice(cell.weighting, WEIGHTINGS, f"{path}.weighting")
+        _choice(cell.sigma, SIGMAS, f"{path}.sigma")
+        for key in cell.train:
+            if key not in train_keys:
+                raise ParamsError(f"{path}.train.{key}: unknown key (allowed: {', '.join(sorted(train_keys))})")
+        try:
+            _check_train(p.cell_train(cell_id), f"{path}.train")
+        except (TypeError, ValueError) as err:
+            raise ParamsError(str(err)) from None
+        signature = (cell.parameterization, cell.weighting, cell.sigma, tuple(sorted(cell.train.items())))
+        if signature in seen:
+            raise ParamsError(f"{path}: same objective and settings as cells.{seen[signature]}")
+        seen[signature] = cell_id
+    _choice(p.sample.sampler, SAMPLERS, "sample.sampler")
+    for name in ("steps", "num_samples", "batch_size"):
+        _positive(getattr(p.sample, name), f"sample.{name}")
+    if p.sample.sampler in ("ancestral",) and p.sample.steps > p.process.T:
+        raise ParamsError(f"sample.steps: {p.sample.steps} is more than process.T = {p.process.T}")
+    for name in ("steps", "batch_size", "lr", "feature_dim"):
+        _positive(getattr(p.evaluator, name), f"evaluator.{name}")
+    _positive(p.metrics.kid_subset_size, "metrics.kid_subset_size")
+    _positive(p.metrics.nll_examples, "metrics.nll_examples")
+    if p.metrics.kid_subset_size > p.sample.num_samples:
+        raise ParamsError(f"metrics.kid_subset_size: {p.metrics.kid_subset_size} is larger than "
+                          f"sample.num_samples = {p.sample.num_samples}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    keys = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in keys:
+            raise ParamsError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
+        keys.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse(raw) -> Params:
+    """Validate a params mapping (as read from YAML) into Params, or raise ParamsError."""
+    if not isinstance(raw, dict):
+        raise ParamsError("params: expected a mapping at the top level")
+    raw = dict(raw)
+    cells = raw.get("cells")
+    if isinstance(cells, dict):
+        raw["cells"] = {k: _build(Cell, v, f"cells.{k}") for k, v in cells.items()}
+    elif cells is not None and cells != {}:
+        raise ParamsError("cells: expected a mapping of cell id -> {parameterization, weighting, sigma}")
+    fields = {f.name for f in dataclasses.fields(Params)}
+    for key in raw:
+        if key not in fields:
+            raise ParamsError(f"{key}: unknown key (allowed: {', '.join(sorted(fields))})")
+    for key in fields:
+        if key not in raw:
+            raise ParamsError(f"{key}: missing section")
+    hints = typing.get_type_hints(Params)
+    kwargs = {k: (raw[k] if k == "cells" else _coerce(raw[k] or {}, hints[k], k)) for k in fields}
+    params = Params(**kwargs)
+    _check(params)
+    return params
+
+
+def load(path="params.yaml") -> Params:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            raw = yaml.load(f, Loader=_UniqueKeyLoader)
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except ParamsError as err:  # a duplicate key
+        raise ParamsError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
+    try:
+        return parse(raw)
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
+
+
+def load_or_exit(path="params.yaml") -> Params:
+    """load(), turning a mistake into one line on stderr and exit status 2."""
+    try:
+        return load(path)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Validate params.yaml and list the grid.")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_or_exit(args.params)
+    for cell_id, cell in params.cells.items():
+        extra = f" train={cell.train}" if cell.train else ""
+        print(f"{cell_id}: {cell.parameterization} / {cell.weighting} / {cell.sigma}{extra}")
+    print(f"{len(params.cells)} cells; {args.params} is valid")
+
+
+if __name__ == "__main__":
+    main()

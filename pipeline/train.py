@@ -1,0 +1,189 @@
+"""Stage `train`: train one grid cell and write its EMA weights, loss curve and per-t profile.
+
+Checkpoints (model, EMA, optimizer, RNG and timestep-sampler state, step) are written
+atomically every `train.checkpoint_every` steps to `--checkpoint`; a rerun after a kill
+resumes there and ends with the same weights as an uninterrupted run. A loss that becomes
+NaN/inf stops the cell cleanly: it is recorded as diverged with its step, and the later
+stages skip it.
+"""
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import io as _io
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from diffusion import EMA, TIMESTEP_SAMPLERS, training_step, warmup_lr
+
+from .build import build_net, build_objective, build_process
+from .data import to_model
+from .io import atomic_path, load_torch, run_stage, save_json, save_torch, set_threads
+from .params import load_or_exit
+
+PROFILE_POINTS = 40
+
+
+def cell_config(params, cell_id, data_shape):
+    """Everything that determines a cell's training run; stored in its files."""
+    return {
+        "cell": cell_id,
+        **{k: v for k, v in dataclasses.asdict(params.cells[cell_id]).items() if k != "train"},
+        "train": dataclasses.asdict(params.cell_train(cell_id)),
+        "model": dataclasses.asdict(params.model),
+        "process": dataclasses.asdict(params.process),
+        "data": {"name": params.data.name, "shape": list(data_shape)},
+    }
+
+
+def fingerprint(config):
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _random_flip(x0, generator):
+    flip = torch.rand(x0.shape[0], generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+
+
+@torch.no_grad()
+def loss_profile(objective, net, x0, generator, points=PROFILE_POINTS):
+    """Mean eps-space MSE and objective loss of `net` at evenly spaced t (the per-t profile)."""
+    T = objective.process.T
+    rows = []
+    for t_value in torch.linspace(0, T - 1, points).round().long().tolist():
+        t = torch.full(x0.shape[:1], t_value, dtype=torch.long)
+        eps = torch.randn(x0.shape, generator=generator)
+        terms = objective(net, x0, t, eps)
+        rows.append({"t": t_value, "mse_eps": float(terms["mse_eps"].mean()),
+                     "loss": float(terms["loss"].mean())})
+    return rows
+
+
+def _write_csv(rows, path):
+    buf = _io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def train_cell(params, cell_id, data, checkpoint_path, progress=True):
+    """Train one cell; returns (final state dict, loss rows, status dict)."""
+    train = params.cell_train(cell_id)
+    cell = params.cells[cell_id]
+    images, levels = data["images"], int(data["levels"]) or None
+    x_all = to_model(images, levels)
+    config = cell_config(params, cell_id, x_all.shape[1:])
+    key = fingerprint(config)
+
+    torch.manual_seed(train.seed)
+    process = build_process(params.process)
+    net = build_net(params.model, x_all.shape[1:], cell.sigma)
+    objective = build_objective(params, cell_id, process, levels)
+    trainable = list(net.parameters()) + list(objective.parameters())
+    optimizer = torch.optim.Adam(trainable, lr=train.lr)
+    ema = EMA(net, decay=train.ema_decay)
+    sampler = TIMESTEP_SAMPLERS[train.timestep_sampler](process.T)
+    generator = torch.Generator().manual_seed(train.seed)
+    losses, start = [], 0
+
+    if checkpoint_path.exists():
+        state = load_torch(checkpoint_path)
+        if state.get("fingerprint") == key:
+            net.load_state_dict(state["net"])
+            objective.load_state_dict(state["objective"])
+            optimizer.load_state_dict(state["optimizer"])
+            ema.load_state_dict(state["ema"])
+            sampler.load_state_dict(state["sampler"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])  # dropout draws from the global RNG
+            losses, start = state["losses"], int(state["step"])
+            print(f"{cell_id}: resuming from step {start} ({checkpoint_path})", file=sys.stderr)
+
+    def checkpoint(step):
+        save_torch({"fingerprint": key, "step": step, "net": net.state_dict(),
+                    "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+                    "ema": ema.state_dict(), "sampler": sampler.state_dict(),
+                    "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                    "losses": losses}, checkpoint_path)
+
+    status = {"status": "ok", "step": train.steps}
+    running = torch.zeros(())
+    bar = tqdm(total=train.steps, initial=start, desc=cell_id, disable=not (progress and sys.stderr.isatty()),
+               mininterval=1.0)
+    t0 = time.perf_counter()
+    net.train()
+    for step in range(start, train.steps):
+        idx = torch.randint(len(x_all), (train.batch_size,), generator=generator)
+        x0 = x_all[idx]
+        if params.data.random_flip:
+            x0 = _random_flip(x0, generator)
+        lr = warmup_lr(step, train.lr, train.warmup)
+        loss, _, _ = training_step(net, objective, optimizer, x0, sampler, generator=generator,
+                                   grad_clip=train.grad_clip, ema=ema, lr=lr)
+        running = running + loss  # stays on the device: no sync per step
+        bar.update(1)
+        if (step + 1) % train.log_every == 0 or step + 1 == train.steps:
+            n = (step + 1) % train.log_every or train.log_every
+            mean_loss = float(running) / n
+            running = torch.zeros(())
+            if not torch.isfinite(torch.tensor(mean_loss)):
+                status = {"status": "diverged", "step": step + 1}
+                print(f"{cell_id}: loss is {mean_loss} at step {step + 1}: diverged", file=sys.stderr)
+                break
+            losses.append({"step": step + 1, "loss": mean_loss, "lr": lr})
+            if not bar.disable:
+                bar.set_postfix(loss=f"{mean_loss:.4g}")
+            else:
+                print(f"{cell_id}: step {step + 1}/{train.steps} loss {mean_loss:.5g}", file=sys.stderr)
+        if (step + 1) % train.checkpoint_every == 0 and step + 1 < train.steps:
+            checkpoint(step + 1)
+    bar.close()
+    status["seconds"] = round(time.perf_counter() - t0, 2)
+    state = {"config": json.dumps(config), "fingerprint": key, "status": status["status"],
+             "step": status["step"], "ema": ema.model.state_dict(), "net": net.state_dict(),
+             "objective": objective.state_dict()}
+    return state, losses, status, (objective, ema.model, x_all)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--cell", required=True)
+    parser.add_argument("--data", required=True, help="training split (.pt)")
+    parser.add_argument("--out", required=True, help="output: final weights (.pt)")
+    parser.add_argument("--losses", required=True, help="output: loss curve (.csv)")
+    parser.add_argument("--profile", required=True, help="output: per-t loss profile (.csv)")
+    parser.add_argument("--summary", required=True, help="output: status and timing (.json)")
+    parser.add_argument("--checkpoint", required=True, help="resumable checkpoint (not an output)")
+    args = parser.parse_args(argv)
+    params = load_or_exit(args.params)
+    if args.cell not in params.cells:
+        raise SystemExit(f"error: cell {args.cell!r} is not in {args.params}")
+    threads = set_threads()
+    data = load_torch(args.data)
+    checkpoint_path = Path(args.checkpoint)
+    state, losses, status, (objective, ema_net, x_all) = train_cell(params, args.cell, data, checkpoint_path)
+    profile = []
+    if status["status"] == "ok":
+        generator = torch.Generator().manual_seed(params.cell_train(args.cell).seed + 1)
+        idx = torch.randperm(len(x_all), generator=generator)[:256]
+        profile = loss_profile(objective, ema_net, x_all[idx], generator)
+    save_torch(state, args.out)
+    _write_csv([{"cell": args.cell, **row} for row in losses], args.losses)
+    _write_csv([{"cell": args.cell, **row} for row in profile], args.profile)
+    save_json({"cell": args.cell, **status, "threads": threads}, args.summary)
+    checkpoint_path.unlink(missing_ok=True)  # finished: the outputs supersede it
+    print(f"{args.cell}: {status['status']} after {status['step']} steps in {status['seconds']} s")
+
+
+if __name__ == "__main__":
+    run_stage(main)
