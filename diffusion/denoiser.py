@@ -66,9 +66,10 @@ class Denoiser(nn.Module):
             eps = (x_t - c["alpha"] * x0) / c["sigma"]
         return Prediction(out=out, x0=x0, eps=eps, var_out=var_out)
 
-    def reverse_log_variance(self, pred, t, x_t):
-        """log s_t^2 of p(x_{t-1} | x_t) at integer t."""
-        process = self.process
+    def reverse_log_variance(self, pred, t, x_t, process=None):
+        """log s_t^2 of p(x_{t-1} | x_t) at integer t of `process` (default: the denoiser's
+        own; a respaced one for fast ancestral sampling, as improved-diffusion does)."""
+        process = self.process if process is None else process
         if self.sigma == "learned":
             return pred.var_out
         if self.sigma == "learned_range":

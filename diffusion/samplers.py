@@ -35,21 +35,20 @@ def _steps(process, steps):
 @torch.no_grad()
 def ancestral(denoiser, shape, steps=None, generator=None, device="cpu", dtype=torch.float32,
               callback=None):
-    """x_{t-1} = mu_theta(x_t, t) + s_t z (DDPM Algorithm 2); `steps` respaces the process."""
-    base = denoiser.process
-    denoiser.process = _steps(base, steps)
-    try:
-        process = denoiser.process
-        x = _prior(denoiser, shape, generator, device, dtype)
-        for i in reversed(range(process.T)):
-            t = torch.full(shape[:1], i, device=device, dtype=torch.long)
-            _, mean, log_var = denoiser.reverse(x, t)
-            x = mean + (torch.exp(0.5 * log_var) * _randn(shape, generator, x) if i > 0 else 0)
-            if callback is not None:
-                callback(process.T - i, process.T)
-        return x
-    finally:
-        denoiser.process = base
+    """x_{t-1} = mu_theta(x_t, t) + s_t z (DDPM Algorithm 2). With `steps` < T the process is
+    respaced (Nichol & Dhariwal 2021, sec. 4): the network is still queried at its own t and
+    the posterior step and fixed variances come from the respaced process."""
+    process = _steps(denoiser.process, steps)
+    x = _prior(denoiser, shape, generator, device, dtype)
+    for i in reversed(range(process.T)):
+        t = torch.full(shape[:1], i, device=device, dtype=torch.long)
+        pred = denoiser(x, process.timesteps[t.cpu()].to(device))
+        mean = process.posterior_mean(pred.x0, x, t)
+        log_var = denoiser.reverse_log_variance(pred, t, x, process)
+        x = mean + (torch.exp(0.5 * log_var) * _randn(shape, generator, x) if i > 0 else 0)
+        if callback is not None:
+            callback(process.T - i, process.T)
+    return x
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from diffusion import Denoiser, vlb_bits_per_dim
 
 from .build import build_net, build_process
 from .data import to_model
-from .fidelity import compute_metrics
+from .fidelity import _to_unit_range, compute_metrics, load_classifier
 from .io import load_json, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
 
@@ -34,6 +34,15 @@ def heldout_nll(params, state, heldout, levels):
         bpd, _ = vlb_bits_per_dim(denoiser, x0, generator, levels=levels, callback=lambda i, n: bar.update(1))
     bar.close()
     return float(bpd.mean())
+
+
+@torch.no_grad()
+def class_fractions(evaluator_path, images):
+    """Fraction of samples the evaluator assigns to each class (mode coverage)."""
+    model = load_classifier(evaluator_path).eval()
+    predicted = model(_to_unit_range(images)).argmax(1)
+    counts = torch.bincount(predicted, minlength=model.config["num_classes"])
+    return (counts.double() / len(images)).tolist()
 
 
 def main(argv=None):
@@ -78,6 +87,9 @@ def main(argv=None):
         result["fid_matched"], result["n_matched"] = matched["fid"], n_matched
     else:
         result["fid_matched"], result["n_matched"] = result["fid"], len(samples["samples"])
+    fractions = class_fractions(args.evaluator, samples["samples"])
+    result["min_class_fraction"] = min(fractions)
+    result["class_fractions"] = [round(f, 4) for f in fractions]
     result["nll_bpd"] = heldout_nll(params, state, heldout, levels)
     result["n_samples"] = len(samples["samples"])
     result["seconds"] = round(time.perf_counter() - start, 2)

@@ -1,0 +1,48 @@
+"""Shared fixtures: a copy of the project with a chosen params file, and tool runners."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PROJECT_FILES = ("Snakefile", "dvc.yaml", ".dvcignore", "pipeline", "diffusion")
+
+
+def tool(name):
+    """A console script of the running environment (snakemake, dvc), else from PATH."""
+    path = BIN / name
+    return str(path) if path.exists() else shutil.which(name)
+
+
+def run(cmd, cwd, check=True, env=None):
+    env = {**os.environ, **(env or {})}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def make_project(dest, params_file):
+    """Copy the project's DAG and code into dest with params_file as its params.yaml."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    shutil.copy2(params_file, dest / "params.yaml")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_params():
+    return ROOT / "tests" / "configs" / "tiny.yaml"

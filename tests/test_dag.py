@@ -1,0 +1,69 @@
+"""Snakefile and dvc.yaml describe the same DAG: the same commands and outputs, and both
+count one training job per cell of params.yaml."""
+
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT, run, tool
+
+LOG_REDIRECT = re.compile(r"\s+2>\s*\S+\s*$")
+
+
+def normalize(cmd):
+    return " ".join(LOG_REDIRECT.sub("", cmd).split())
+
+
+@pytest.fixture(scope="module")
+def snakemake_jobs():
+    """Every job of a forced dry run: its rule, outputs and shell command."""
+    out = run([tool("snakemake"), "-n", "-p", "--forceall", "--cores", "1"], cwd=ROOT).stdout
+    jobs = {}
+    for block in re.split(r"\n(?=\[.*\]\nrule )", out):
+        rule = re.search(r"^rule (\w+):", block, re.M)
+        shell = re.search(r"^Shell command: (.+)$", block, re.M)
+        if not rule or not shell or shell.group(1) == "None":
+            continue
+        outputs = re.search(r"^\s+output: (.+)$", block, re.M)
+        jobs[normalize(shell.group(1))] = {
+            "rule": rule.group(1),
+            "outputs": set(outputs.group(1).split(", ")) if outputs else set(),
+        }
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def dvc_stages():
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {normalize(stage.cmd): {"name": stage.addressing, "outputs": {str(o.def_path) for o in stage.outs}}
+                for stage in repo.index.stages}
+
+
+def test_both_tools_count_one_train_job_per_cell(snakemake_jobs, dvc_stages):
+    cells = yaml.safe_load((ROOT / "params.yaml").read_text())["cells"]
+    sm_train = [j for j in snakemake_jobs.values() if j["rule"] == "train"]
+    dvc_train = [s for s in dvc_stages.values() if s["name"].startswith("train@")]
+    assert len(sm_train) == len(dvc_train) == len(cells)
+    assert {s["name"] for s in dvc_train} == {f"train@{c}" for c in cells}
+
+
+def test_same_commands(snakemake_jobs, dvc_stages):
+    assert set(snakemake_jobs) == set(dvc_stages)
+
+
+def test_same_outputs_per_command(snakemake_jobs, dvc_stages):
+    for cmd, job in snakemake_jobs.items():
+        assert job["outputs"] == dvc_stages[cmd]["outputs"], cmd
+
+
+def test_dry_run_counts(tmp_path):
+    out = run([tool("snakemake"), "-n", "--forceall", "--cores", "2", "--quiet", "rules"], cwd=ROOT).stdout
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
+    cells = yaml.safe_load((ROOT / "params.yaml").read_text())["cells"]
+    for rule in ("train", "sample", "evaluate"):
+        assert counts[rule] == len(cells), out
+    for rule in ("prepare", "evaluator", "reference", "aggregate", "plot"):
+        assert counts[rule] == 1, out

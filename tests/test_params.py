@@ -1,0 +1,123 @@
+"""params.yaml validation: each mistake is one line naming its key, and a nonzero exit,
+before any compute (through the validator, a stage and the Snakefile)."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, make_project, run, tool
+from pipeline.params import ParamsError, load, parse
+
+BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def mutate(path, value):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+DELETE = object()
+
+CASES = [
+    ("train.stpes", 5, "train.stpes: unknown key"),
+    ("train.steps", "many", "train.steps: expected an integer"),
+    ("train.steps", -5, "train.steps: must be > 0"),
+    ("train.lr", True, "train.lr: expected a number"),
+    ("cells.eps-eps.weighting", "l1", "cells.eps-eps.weighting: unknown value 'l1'"),
+    ("cells.eps-eps.parameterization", "noise", "cells.eps-eps.parameterization: unknown value"),
+    ("cells.eps-eps.sigma", "big", "cells.eps-eps.sigma: unknown value"),
+    ("cells.eps-eps.train", {"lr": -1.0}, "cells.eps-eps.train.lr: must be > 0"),
+    ("cells.eps-eps.train", {"lrate": 1.0}, "cells.eps-eps.train.lrate: unknown key"),
+    ("cells.eps-eps.weighting", DELETE, "cells.eps-eps.weighting: missing key"),
+    ("cells", {}, "cells: the grid is empty"),
+    ("metrics.kid_subset_size", 5000, "metrics.kid_subset_size: 5000 is larger than sample.num_samples"),
+    ("data.path", "/no/such/folder", "data.path: /no/such/folder does not exist"),
+    ("data.name", "imagenet", "data.name: unknown value 'imagenet'"),
+    ("process.schedule", "sqrt", "process.schedule: unknown value"),
+    ("sample.sampler", "dpm", "sample.sampler: unknown value"),
+    ("model.net", "transformer", "model.net: unknown value"),
+    ("metrics", DELETE, "metrics: missing section"),
+    ("cells.Bad Id", {"parameterization": "eps", "weighting": "eps"}, "cells.Bad Id: cell ids use"),
+    ("cells.eps-copy", {"parameterization": "eps", "weighting": "eps", "sigma": "fixed_large"},
+     "cells.eps-copy: same objective and settings as cells.eps-eps"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", CASES, ids=[c[0] + "=" + repr(c[1])[:20] for c in CASES])
+def test_each_mistake_is_one_line_naming_the_key(path, value, message):
+    with pytest.raises(ParamsError) as err:
+        parse(mutate(path, value))
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_the_default_and_tiny_params_are_valid(tiny_params):
+    assert len(load(ROOT / "params.yaml").cells) == len(BASE["cells"])
+    assert len(load(tiny_params).cells) == 4
+
+
+def test_duplicate_yaml_key_is_refused(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace(
+        "  eps-eps:", "  eps-native:      {parameterization: x0, weighting: eps}\n  eps-eps:", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match="duplicate key 'eps-native'"):
+        load(path)
+
+
+def test_per_cell_override_is_applied():
+    raw = mutate("cells.eps-eps.train", {"lr": 5e-4})
+    params = parse(raw)
+    assert params.cell_train("eps-eps").lr == 5e-4
+    assert params.cell_train("eps-native").lr == params.train.lr
+
+
+def _write(tmp_path, raw):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_cli_exits_nonzero_with_one_line(tmp_path):
+    path = _write(tmp_path, mutate("train.steps", -1))
+    result = subprocess.run([sys.executable, "-m", "pipeline.params", "--params", str(path)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0
+    assert "train.steps: must be > 0" in result.stderr
+
+
+def test_stage_refuses_bad_params_before_compute(tmp_path):
+    path = _write(tmp_path, mutate("cells.eps-eps.weighting", "l1"))
+    out = tmp_path / "model.pt"
+    result = subprocess.run([sys.executable, "-m", "pipeline.train", "--params", str(path), "--cell", "eps-eps",
+                             "--data", "data/none.pt", "--out", str(out), "--losses", str(tmp_path / "l.csv"),
+                             "--profile", str(tmp_path / "p.csv"), "--summary", str(tmp_path / "s.json"),
+                             "--checkpoint", str(tmp_path / "c.pt")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path}: cells.eps-eps.weighting: unknown value 'l1' (choose from adaptive, eps, min_snr, "
+        "native, snr, trunc_snr, vlb)"]
+    assert not out.exists()
+
+
+def test_snakemake_refuses_bad_params_before_any_job(tmp_path, tiny_params):
+    project = make_project(tmp_path / "p", tiny_params)
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["train"]["steps"] = 0
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = run([tool("snakemake"), "--cores", "1"], cwd=project, check=False)
+    assert result.returncode != 0
+    assert "error: params.yaml: train.steps: must be > 0" in result.stderr + result.stdout
+    assert not (project / "data").exists()
