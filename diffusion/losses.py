@@ -7,7 +7,8 @@ VLB terms are in bits/dim; weights are the papers' own (no normalization) unless
 An MSE weighting is applied in the parameterization's own output space with factor
 w(t) / k(t)^2 (weighting_space="eps"), which has exactly the gradient of w |eps - eps_hat|^2
 without dividing by a vanishing sigma or alpha; with weighting_space="target" the factor is
-w(t) itself (seed 003's code), and `native` is always the plain MSE of the target.
+w(t) itself (seed 003's code), and `native` is always the plain MSE of the target (divided
+by the constant E_t[k^2] when normalized).
 
 `vlb` trains on the true per-t term L_{t-1} = KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for
 t >= 1 and the decoder L_0 = -log p(x0 | x_1) at t = 0 (Ho et al. 2020, eq. 5; seed 003),
@@ -61,7 +62,7 @@ def discretized_gaussian_log_likelihood(x0, mean, log_var, levels):
     log_cdf_plus = cdf_plus.clamp(min=tiny).log()
     log_one_minus_cdf_minus = (1 - cdf_minus).clamp(min=tiny).log()
     log_delta = (cdf_plus - cdf_minus).clamp(min=tiny).log()
-    edge = 1 - 1e-3
+    edge = 1 - half_bin  # only the outermost levels (-1 and 1) get the infinite tails
     return torch.where(x0 < -edge, log_cdf_plus,
                        torch.where(x0 > edge, log_one_minus_cdf_minus, log_delta))
 
@@ -134,8 +135,8 @@ class Objective(nn.Module):
             w = weight_table(weighting, process, self.param, gamma)
             if normalize:
                 w = w / w.mean()
-            if weighting == "native":
-                factor = torch.ones_like(w)
+            if weighting == "native":  # the target's plain MSE (over E_t[k^2] if normalized)
+                factor = w / k2
             else:
                 factor = w / k2 if weighting_space == "eps" else w
         elif sigma in LEARNED_SIGMAS:  # vlb with a learned Sigma: the full KL (vlb_term)

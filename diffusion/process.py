@@ -56,7 +56,7 @@ class DiscreteProcess:
 
     `timesteps[i]` is the network's time input for grid index i: the identity for a fresh
     process, the original indices after `respace`, so a respaced process queries the same
-    network. `kind` is "vp" or "ve"; `prior_std` is the std of p(x_T) (1 for VP, sigma_max
+    network; `parent_index[i]` is step i's index in the process it was respaced from. `kind` is "vp" or "ve"; `prior_std` is the std of p(x_T) (1 for VP, sigma_max
     for VE as in NCSN).
     """
 
@@ -86,6 +86,8 @@ class DiscreteProcess:
         if timesteps is None:
             timesteps = torch.arange(len(alpha), dtype=torch.float64)
         self.timesteps = torch.as_tensor(timesteps, dtype=torch.float64)
+        # Index of each step in the process this one was respaced from (identity if none).
+        self.parent_index = torch.arange(len(alpha), dtype=torch.float64)
 
     @property
     def T(self):
@@ -180,10 +182,12 @@ class DiscreteProcess:
             idx = torch.as_tensor(steps, dtype=torch.long)
         if not bool(torch.all(idx[1:] > idx[:-1])):
             raise ValueError("respaced steps must be strictly increasing")
-        return DiscreteProcess(
+        respaced = DiscreteProcess(
             self.alpha[idx], self.sigma[idx], self.kind,
             timesteps=self.timesteps[idx], prior_std=self.prior_std,
         )
+        respaced.parent_index = idx.to(torch.float64)
+        return respaced
 
 
 def vp_process(schedule="linear", T=1000, **schedule_kwargs):

@@ -29,7 +29,11 @@ def _prior(denoiser, shape, generator, device, dtype):
 
 
 def _steps(process, steps):
-    return process if steps is None or steps == process.T else process.respace(steps)
+    """(grid, index): the sampling grid and each of its steps' index in `process`."""
+    if steps is None or steps == process.T:
+        return process, torch.arange(process.T, dtype=torch.float64)
+    grid = process.respace(steps)
+    return grid, grid.parent_index
 
 
 @torch.no_grad()
@@ -38,11 +42,11 @@ def ancestral(denoiser, shape, steps=None, generator=None, device="cpu", dtype=t
     """x_{t-1} = mu_theta(x_t, t) + s_t z (DDPM Algorithm 2). With `steps` < T the process is
     respaced (Nichol & Dhariwal 2021, sec. 4): the network is still queried at its own t and
     the posterior step and fixed variances come from the respaced process."""
-    process = _steps(denoiser.process, steps)
+    process, index = _steps(denoiser.process, steps)
     x = _prior(denoiser, shape, generator, device, dtype)
     for i in reversed(range(process.T)):
         t = torch.full(shape[:1], i, device=device, dtype=torch.long)
-        pred = denoiser(x, process.timesteps[t.cpu()].to(device))
+        pred = denoiser(x, torch.full(shape[:1], float(index[i]), device=device))
         mean = process.posterior_mean(pred.x0, x, t)
         log_var = denoiser.reverse_log_variance(pred, t, x, process)
         x = mean + (torch.exp(0.5 * log_var) * _randn(shape, generator, x) if i > 0 else 0)
@@ -55,11 +59,11 @@ def ancestral(denoiser, shape, steps=None, generator=None, device="cpu", dtype=t
 def ddim(denoiser, shape, steps=50, eta=0.0, generator=None, device="cpu", dtype=torch.float32,
          callback=None):
     """DDIM (Song et al. 2021a, eq. 12) on an evenly respaced grid; eta = 0 is deterministic."""
-    process = _steps(denoiser.process, steps)
+    process, index = _steps(denoiser.process, steps)
     alpha, sigma = process.alpha.tolist(), process.sigma.tolist()
     x = _prior(denoiser, shape, generator, device, dtype)
     for n, i in enumerate(reversed(range(process.T))):
-        t = torch.full(shape[:1], float(process.timesteps[i]), device=device)
+        t = torch.full(shape[:1], float(index[i]), device=device)
         pred = denoiser(x, t)
         a_prev = alpha[i - 1] if i > 0 else 1.0
         s_prev = sigma[i - 1] if i > 0 else 0.0

@@ -75,6 +75,19 @@ def wide_table(long, reference):
     return pd.DataFrame(lines)
 
 
+def footer(metrics_dir, cells):
+    """One line on the code and packages that made the numbers, flagging dirty trees."""
+    records = [load_json(Path(metrics_dir) / f"{c}.json").get("provenance", {}) for c in cells]
+    commits = sorted({r.get("commit", "unknown")[:12] for r in records})
+    dirty = [c for c, r in zip(cells, records) if r.get("dirty")]
+    v = records[0].get("versions", {}) if records else {}
+    line = (f"Computed from commit {', '.join(commits)} with torch {v.get('torch')}, "
+            f"torch-fidelity {v.get('torch-fidelity')}, diffusion-ablations {v.get('diffusion-ablations')}.")
+    if dirty:
+        line += f" DIRTY TREE (uncommitted changes) for: {', '.join(dirty)}."
+    return line
+
+
 def to_markdown(table, params, reference):
     n = params.sample.num_samples
     n_floor = reference["rows"]["heldout"]["n"]
@@ -117,7 +130,7 @@ def main(argv=None):
     reference = load_json(args.reference)
     table = wide_table(long, reference)
     save_text(long.to_csv(index=False), args.csv)
-    markdown = to_markdown(table, params, reference)
+    markdown = to_markdown(table, params, reference) + "\n" + footer(args.metrics_dir, list(params.cells)) + "\n"
     save_text(markdown, args.markdown)
     save_text(to_latex(table), args.latex)
     print(markdown)

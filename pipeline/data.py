@@ -17,7 +17,7 @@ import torch
 
 from .io import StageError
 
-FASHION_DIRS = ("/usr/share/dataset-fashion-mnist", "/usr/share/fashion-mnist")
+FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)  # Debian package dataset-fashion-mnist
 
 
 def load_digits():

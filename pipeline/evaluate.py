@@ -17,6 +17,7 @@ from .data import to_model
 from .fidelity import _to_unit_range, compute_metrics, load_classifier
 from .io import load_json, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
+from .provenance import provenance
 
 
 def heldout_nll(params, state, heldout, levels):
@@ -68,7 +69,8 @@ def main(argv=None):
     load_json(args.reference)
     result = {"cell": args.cell, "parameterization": cell.parameterization,
               "weighting": cell.weighting, "sigma": cell.sigma,
-              "status": state["status"], "step": int(state["step"])}
+              "status": state["status"], "step": int(state["step"]),
+              "provenance": provenance(params, args.cell)}
     if samples["status"] != "ok":
         save_json(result, args.out)
         print(f"{args.cell}: {samples['status']}, metrics skipped")

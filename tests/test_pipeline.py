@@ -49,6 +49,8 @@ def test_every_table_and_plot_is_produced(snakemake_project):
         assert metrics["status"] == "ok"
         for key in ("isc_mean", "fid", "kid_mean", "nll_bpd"):
             assert metrics[key] == metrics[key], (cell, key)  # not NaN
+        summary = json.loads((p / f"results/train/{cell}/summary.json").read_text())
+        assert summary["threads"] == 1  # Snakemake's threads reach torch: no oversubscription
     table = (p / "results/table.md").read_text()
     assert "held-out real data (floor)" in table and "uniform noise (ceiling)" in table
 

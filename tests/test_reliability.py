@@ -164,3 +164,22 @@ def test_diverged_cell_is_recorded_and_the_grid_completes(tmp_path, tiny_params)
     row = next(l for l in (project / "results/table.md").read_text().splitlines() if l.startswith("| eps-vlb "))
     assert "| - | - |" in row and "diverged at step" in row
     assert json.loads((project / "results/metrics/eps-eps.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_second_snakemake_is_refused_by_the_lock(tmp_path, tiny_params):
+    from conftest import tool
+
+    project = make_project(tmp_path / "p", tiny_params)
+    first = subprocess.Popen([tool("snakemake"), "--cores", "1"], cwd=project,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not list((project / ".snakemake" / "locks").glob("*")) and time.time() < deadline:
+            time.sleep(0.1)
+        second = run([tool("snakemake"), "--cores", "1"], cwd=project, check=False)
+        assert second.returncode != 0
+        assert "cannot be locked" in second.stdout + second.stderr
+    finally:
+        first.kill()
+        first.wait()

@@ -1,0 +1,46 @@
+"""Provenance recorded in every metric file: the code (git commit, dirty tree), the cell's
+resolved params, the seed and the package versions that made the number."""
+
+import dataclasses
+import importlib.metadata
+import platform
+import subprocess
+
+
+def _git(*args):
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def code_state():
+    """{'commit', 'dirty'}: dirty means tracked files differ from the commit (results/ and
+    the DVC/Snakemake bookkeeping excluded, since the pipeline itself writes them)."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)results", ":(exclude)dvc.lock")
+    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
+
+
+def versions():
+    out = {"python": platform.python_version()}
+    for package in ("torch", "torch-fidelity", "diffusion-ablations", "snakemake", "dvc"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def provenance(params, cell_id=None):
+    record = {**code_state(), "versions": versions()}
+    if cell_id is not None:
+        record["cell_params"] = {
+            **dataclasses.asdict(params.cells[cell_id]),
+            "train": dataclasses.asdict(params.cell_train(cell_id)),
+        }
+        record["seeds"] = {"train": params.cell_train(cell_id).seed, "sample": params.sample.seed,
+                           "metrics": params.metrics.seed}
+    return record
