@@ -16,6 +16,15 @@ except ParamsError as err:
     sys.exit(f"error: {err}")
 
 CELLS = list(P.cells)
+
+report: "report/workflow.rst"
+
+
+def cell_labels(w):
+    """Report labels of a cell: its parameterization, weighting and Sigma."""
+    cell = config["cells"][w.cell]
+    return {"cell": w.cell, "parameterization": cell["parameterization"],
+            "weighting": cell["weighting"], "Sigma": cell.get("sigma", "fixed_large")}
 # Code dependencies as files: a directory's mtime misses edits inside it.
 DIFFUSION = sorted(glob("diffusion/**/*.py", recursive=True))
 COMMON = ["pipeline/params.py", "pipeline/io.py", "pipeline/data.py", "pipeline/build.py"]
@@ -132,7 +141,12 @@ rule sample:
         data="data/train.pt",
     output:
         samples="runs/samples/{cell}.pt",
-        grid="results/samples/{cell}.png",
+        grid=report(
+            "results/samples/{cell}.png",
+            caption="report/samples.rst",
+            category="Samples",
+            labels=cell_labels,
+        ),
     params:
         sample=config["sample"],
     log:
@@ -182,7 +196,7 @@ rule aggregate:
         reference="results/reference.json",
     output:
         csv="results/metrics.csv",
-        markdown="results/table.md",
+        markdown=report("results/table.md", caption="report/table.rst", category="Table"),
         latex="results/table.tex",
     params:
         cells=config["cells"],
@@ -203,10 +217,10 @@ rule plot:
         losses=expand("results/train/{cell}/losses.csv", cell=CELLS),
         grids=expand("results/samples/{cell}.png", cell=CELLS),
     output:
-        heatmap="results/plots/fid_heatmap.png",
-        curves="results/plots/loss_curves.png",
-        profile="results/plots/loss_profile.png",
-        samples="results/plots/samples.png",
+        heatmap=report("results/plots/fid_heatmap.png", caption="report/fid_heatmap.rst", category="Grid"),
+        curves=report("results/plots/loss_curves.png", caption="report/loss_curves.rst", category="Training"),
+        profile=report("results/plots/loss_profile.png", caption="report/loss_profile.rst", category="Training"),
+        samples=report("results/plots/samples.png", caption="report/samples_panel.rst", category="Grid"),
     params:
         cells=config["cells"],
     log:

@@ -55,6 +55,13 @@ def test_every_table_and_plot_is_produced(snakemake_project):
     assert "held-out real data (floor)" in table and "uniform noise (ceiling)" in table
 
 
+def test_snakemake_report_builds_with_every_category(snakemake_project):
+    run([tool("snakemake"), "--report", "report.html"], cwd=snakemake_project)
+    html = (snakemake_project / "report.html").read_text(errors="replace")
+    for text in ("fid_heatmap.png", "loss_curves.png", "table.md", "eps-vlb.png", "Samples", "Training"):
+        assert text in html, text
+
+
 def test_second_run_does_nothing(snakemake_project):
     out = run([tool("snakemake"), "--cores", "2", "-n"], cwd=snakemake_project).stdout
     assert "Nothing to be done" in out
@@ -85,3 +92,23 @@ def test_dvc_repro_runs_and_second_repro_does_nothing(tmp_path, tiny_params):
     assert "Data and pipelines are up to date" in again
     shown = run([tool("dvc"), "metrics", "show", "--json"], cwd=project).stdout
     assert "fid" in shown
+
+
+def test_readme_walkthrough_adds_a_weighting(tmp_path, tiny_params):
+    """README's "Adding a weighting": one function, one registry line, one params entry; the
+    new weighting appears in the DAG and in the table."""
+    project = make_project(tmp_path / "p", tiny_params)
+    source = project / "diffusion" / "weightings.py"
+    text = source.read_text()
+    text = text.replace("MSE_WEIGHTINGS = {", "def _sqrt_snr(process, param, gamma):\n"
+                        "    return torch.exp(process.log_snr / 2)\n\n\nMSE_WEIGHTINGS = {", 1)
+    text = text.replace('    "trunc_snr": _trunc_snr,\n', '    "trunc_snr": _trunc_snr,\n    "sqrt_snr": _sqrt_snr,\n', 1)
+    source.write_text(text)
+    params = (project / "params.yaml").read_text()
+    params = params.replace("cells:\n", "cells:\n  v-sqrt_snr:  {parameterization: v, weighting: sqrt_snr, sigma: fixed_large}\n", 1)
+    (project / "params.yaml").write_text(params)
+    assert "v-sqrt_snr" in planned_jobs(project)["train"]
+    run([tool("snakemake"), "--cores", "2"], cwd=project)
+    table = (project / "results/table.md").read_text()
+    row = next(l for l in table.splitlines() if l.startswith("| v-sqrt_snr "))
+    assert "| v | sqrt_snr | fixed_large |" in row and "| ok |" in row

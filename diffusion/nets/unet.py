@@ -65,10 +65,11 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
-        weights = torch.einsum("bci,bcj->bij", q, k * c ** -0.5).softmax(dim=-1)
-        out = torch.einsum("bij,bcj->bci", weights, v).reshape(b, c, h, w)
-        return x + self.proj(out)
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, 1, c, h * w).transpose(-1, -2)  # [b, 3, heads, hw, c]
+        q, k, v = qkv.unbind(1)
+        # softmax(q k^T / sqrt(c)) v through PyTorch's fused kernel (flash / memory-efficient).
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(out.squeeze(1).transpose(1, 2).reshape(b, c, h, w))
 
 
 class Downsample(nn.Module):

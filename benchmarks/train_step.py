@@ -1,0 +1,82 @@
+"""Train-step time of our U-Net against diffusers' UNet2DModel of (nearly) equal parameter
+count: same batch, same optimizer, same process. Prints seconds per step and the ratio
+(ours / diffusers; goal <= 1.0)."""
+
+import argparse
+
+import torch
+
+from common import import_diffusers, median_seconds, write
+from diffusion import Objective, vp_process
+from diffusion.nets import UNet
+from diffusion.timesteps import UniformSampler
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def ours(size, channels):
+    return UNet(image_size=size, in_channels=3, model_channels=channels, channel_mult=(1, 2, 2),
+                num_res_blocks=1, attention_resolutions=(size // 2,), dropout=0.0)
+
+
+def theirs(size, channels):
+    UNet2DModel = import_diffusers().UNet2DModel
+
+    return UNet2DModel(sample_size=size, in_channels=3, out_channels=3, layers_per_block=1,
+                       block_out_channels=(channels, 2 * channels, 2 * channels),
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+                       attention_head_dim=None, norm_num_groups=min(32, channels))
+
+
+class DiffusersNet(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, t):
+        return self.model(x, t).sample
+
+
+def step_time(net, batch, size, repeats, dtype):
+    process = vp_process("linear", 1000)
+    objective = Objective(process, "eps", "eps")
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
+    sampler = UniformSampler(process.T)
+    x0 = torch.rand(batch, 3, size, size) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+
+    def step():
+        t, _ = sampler.sample(batch, generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            loss = objective(net, x0, t, eps)["loss"].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return median_seconds(step, repeats=repeats, warmup=2)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    a, b = ours(args.size, args.channels), DiffusersNet(theirs(args.size, args.channels))
+    ta = step_time(a, args.batch, args.size, args.repeats, args.precision)
+    tb = step_time(b, args.batch, args.size, args.repeats, args.precision)
+    write("train_step", {
+        "config": vars(args), "params_ours": count(a), "params_diffusers": count(b),
+        "seconds_per_step_ours": ta, "seconds_per_step_diffusers": tb, "ratio": ta / tb,
+    })
+
+
+if __name__ == "__main__":
+    main()
