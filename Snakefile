@@ -6,16 +6,16 @@
 import sys
 from glob import glob
 
-from pipeline.params import ParamsError, load
+from pipeline.params import ParamsError, validate_once
 
 configfile: "params.yaml"
 
-try:
-    P = load("params.yaml")
+try:  # every mistake is one line, before any job runs (cached while nothing changes)
+    validate_once("params.yaml")
 except ParamsError as err:
     sys.exit(f"error: {err}")
 
-CELLS = list(P.cells)
+CELLS = list(config["cells"])
 
 report: "report/workflow.rst"
 

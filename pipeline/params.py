@@ -13,10 +13,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+import hashlib
 
-from diffusion import PARAMETERIZATIONS, SAMPLERS, SCHEDULES, SIGMAS, TIMESTEP_SAMPLERS, WEIGHTINGS
-from diffusion.nets import NETWORKS
+import yaml
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "swiss_roll")
 SLUG = re.compile(r"^[a-z0-9_]+$")
@@ -197,6 +196,8 @@ def _positive(value, path, zero_ok=False):
 
 
 def _check_train(train, path):
+    from diffusion import TIMESTEP_SAMPLERS
+
     for name in ("steps", "batch_size", "lr", "log_every", "checkpoint_every"):
         _positive(getattr(train, name), f"{path}.{name}")
     for name in ("warmup", "grad_clip", "hybrid_lambda"):
@@ -210,6 +211,11 @@ def _check_train(train, path):
 
 
 def _check(p: Params):
+    # The slugs come from the library's registries (imported here, not at module level, so
+    # that reading params stays cheap for a no-op Snakemake run; see validate_once).
+    from diffusion import PARAMETERIZATIONS, SAMPLERS, SCHEDULES, SIGMAS, WEIGHTINGS
+    from diffusion.nets import NETWORKS
+
     _choice(p.data.name, DATASETS, "data.name")
     if not 0 < p.data.heldout_fraction < 1:
         raise ParamsError(f"data.heldout_fraction: must be in (0, 1), got {p.data.heldout_fraction!r}")
@@ -323,6 +329,32 @@ def load(path="params.yaml") -> Params:
         return parse(raw)
     except ParamsError as err:
         raise ParamsError(f"{path}: {err}") from None
+
+
+def _validation_key(path):
+    """Hash of the params file and of the code that judges it (this module and the library)."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(Path(path).read_bytes())
+    for source in [Path(__file__), *sorted((root / "diffusion").rglob("*.py"))]:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def validate_once(path="params.yaml", stamp=".snakemake/params-validated"):
+    """Validate `path` unless this exact file was already validated by this exact code.
+
+    Used by the Snakefile: a no-op rerun then costs no torch import. Raises ParamsError.
+    """
+    stamp = Path(stamp)
+    try:
+        key = _validation_key(path)
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    if stamp.exists() and stamp.read_text() == key:
+        return
+    load(path)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
 
 
 def load_or_exit(path="params.yaml") -> Params:
