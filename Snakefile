@@ -75,6 +75,7 @@ rule reference:
     input:
         "pipeline/reference.py",
         "pipeline/fidelity.py",
+        "pipeline/stats.py",
         COMMON,
         train="data/train.pt",
         heldout="data/heldout.pt",
@@ -149,6 +150,8 @@ rule evaluate:
     input:
         "pipeline/evaluate.py",
         "pipeline/fidelity.py",
+        "pipeline/reference.py",
+        "pipeline/stats.py",
         COMMON,
         DIFFUSION,
         model="runs/train/{cell}.pt",
@@ -177,22 +180,27 @@ rule evaluate:
 rule aggregate:
     input:
         "pipeline/aggregate.py",
+        "pipeline/stats.py",
         COMMON,
         metrics=expand("results/metrics/{cell}.json", cell=CELLS),
         reference="results/reference.json",
     output:
         csv="results/metrics.csv",
+        summary="results/summary.csv",
         markdown="results/table.md",
         latex="results/table.tex",
     params:
         cells=config["cells"],
         sample=config["sample"],
+        metrics=config["metrics"],
+        stats=config["stats"],
     log:
         "logs/aggregate.log",
     threads: 1
     shell:
         "python -m pipeline.aggregate --metrics-dir results/metrics --reference {input.reference}"
-        " --csv {output.csv} --markdown {output.markdown} --latex {output.latex} 2> {log}"
+        " --csv {output.csv} --summary {output.summary} --markdown {output.markdown}"
+        " --latex {output.latex} 2> {log}"
 
 
 rule plot:
@@ -200,10 +208,14 @@ rule plot:
         "pipeline/plot.py",
         COMMON,
         metrics="results/metrics.csv",
+        summary="results/summary.csv",
+        reference="results/reference.json",
         losses=expand("results/train/{cell}/losses.csv", cell=CELLS),
         grids=expand("results/samples/{cell}.png", cell=CELLS),
     output:
         heatmap="results/plots/fid_heatmap.png",
+        spread="results/plots/fid_spread.png",
+        memorization="results/plots/memorization.png",
         curves="results/plots/loss_curves.png",
         profile="results/plots/loss_profile.png",
         samples="results/plots/samples.png",
@@ -213,5 +225,6 @@ rule plot:
         "logs/plot.log",
     threads: 1
     shell:
-        "python -m pipeline.plot --metrics {input.metrics} --train-dir results/train"
+        "python -m pipeline.plot --metrics {input.metrics} --summary {input.summary}"
+        " --reference {input.reference} --train-dir results/train"
         " --samples-dir results/samples --out-dir results/plots 2> {log}"

@@ -72,6 +72,7 @@ __all__ = [
     "ClassifierFeatureExtractor",
     "UInt8ImageDataset",
     "classifier_accuracy",
+    "cached_reference_features",
     "compute_metrics",
     "extract_features",
     "fid_from_statistics",
@@ -701,3 +702,15 @@ def fid_from_statistics(stat_1: dict[str, Any], stat_2: dict[str, Any]) -> float
     from torch_fidelity.metric_fid import fid_statistics_to_metric
 
     return float(fid_statistics_to_metric(stat_1, stat_2, verbose=False)[tf.KEY_METRIC_FID])
+
+
+def cached_reference_features(reference_uint8: torch.Tensor, extractor_weights_path: str | os.PathLike,
+                              cache_root: str | os.PathLike, reference_cache_name: str) -> torch.Tensor:
+    """The FID features of a reference set, read from the cache :func:`precompute_reference`
+    wrote (a plain tensor, loaded weights-only), so no stage extracts them twice."""
+    key = reference_cache_key(reference_uint8, extractor_weights_path, reference_cache_name)
+    layer = ClassifierFeatureExtractor.get_default_feature_layer_for_metric("fid")
+    path = os.path.join(os.fspath(cache_root), f"{key}-{FEATURE_EXTRACTOR_NAME}-features-{layer}.pt")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"reference features {path} not found; run precompute_reference first")
+    return torch.load(path, map_location="cpu", weights_only=True)
