@@ -25,6 +25,8 @@ def cell_labels(w):
     cell = config["cells"][w.cell]
     return {"cell": w.cell, "parameterization": cell["parameterization"],
             "weighting": cell["weighting"], "Sigma": cell.get("sigma", "fixed_large")}
+
+
 # Code dependencies as files: a directory's mtime misses edits inside it.
 DIFFUSION = sorted(glob("diffusion/**/*.py", recursive=True))
 COMMON = ["pipeline/params.py", "pipeline/io.py", "pipeline/data.py", "pipeline/build.py"]
@@ -84,6 +86,7 @@ rule reference:
     input:
         "pipeline/reference.py",
         "pipeline/fidelity.py",
+        "pipeline/stats.py",
         COMMON,
         train="data/train.pt",
         heldout="data/heldout.pt",
@@ -163,6 +166,8 @@ rule evaluate:
     input:
         "pipeline/evaluate.py",
         "pipeline/fidelity.py",
+        "pipeline/reference.py",
+        "pipeline/stats.py",
         COMMON,
         DIFFUSION,
         model="runs/train/{cell}.pt",
@@ -191,22 +196,27 @@ rule evaluate:
 rule aggregate:
     input:
         "pipeline/aggregate.py",
+        "pipeline/stats.py",
         COMMON,
         metrics=expand("results/metrics/{cell}.json", cell=CELLS),
         reference="results/reference.json",
     output:
         csv="results/metrics.csv",
+        summary="results/summary.csv",
         markdown=report("results/table.md", caption="report/table.rst", category="Table"),
         latex="results/table.tex",
     params:
         cells=config["cells"],
         sample=config["sample"],
+        metrics=config["metrics"],
+        stats=config["stats"],
     log:
         "logs/aggregate.log",
     threads: 1
     shell:
         "python -m pipeline.aggregate --metrics-dir results/metrics --reference {input.reference}"
-        " --csv {output.csv} --markdown {output.markdown} --latex {output.latex} 2> {log}"
+        " --csv {output.csv} --summary {output.summary} --markdown {output.markdown}"
+        " --latex {output.latex} 2> {log}"
 
 
 rule plot:
@@ -214,10 +224,14 @@ rule plot:
         "pipeline/plot.py",
         COMMON,
         metrics="results/metrics.csv",
+        summary="results/summary.csv",
+        reference="results/reference.json",
         losses=expand("results/train/{cell}/losses.csv", cell=CELLS),
         grids=expand("results/samples/{cell}.png", cell=CELLS),
     output:
         heatmap=report("results/plots/fid_heatmap.png", caption="report/fid_heatmap.rst", category="Grid"),
+        spread=report("results/plots/fid_spread.png", caption="report/fid_spread.rst", category="Grid"),
+        memorization=report("results/plots/memorization.png", caption="report/memorization.rst", category="Grid"),
         curves=report("results/plots/loss_curves.png", caption="report/loss_curves.rst", category="Training"),
         profile=report("results/plots/loss_profile.png", caption="report/loss_profile.rst", category="Training"),
         samples=report("results/plots/samples.png", caption="report/samples_panel.rst", category="Grid"),
@@ -227,5 +241,6 @@ rule plot:
         "logs/plot.log",
     threads: 1
     shell:
-        "python -m pipeline.plot --metrics {input.metrics} --train-dir results/train"
+        "python -m pipeline.plot --metrics {input.metrics} --summary {input.summary}"
+        " --reference {input.reference} --train-dir results/train"
         " --samples-dir results/samples --out-dir results/plots 2> {log}"

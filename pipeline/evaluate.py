@@ -1,12 +1,19 @@
-"""Stage `evaluate`: IS / FID / KID of one cell's samples through torch-fidelity (against
-the training set, the paper's protocol) and NLL in bits/dim on held-out data (the full
-T-step variational bound, Ho et al. 2020 Table 1); one JSON per cell."""
+"""Stage `evaluate`: one cell's sample quality, memorization and NLL; one JSON per cell.
+
+IS / FID / KID through torch-fidelity against both references, the training set (the
+paper's protocol) and the held-out set; FID at the matched n (random subsets, comparable
+with the reference stage's floors); FID on bootstrap resamples of the samples (torch-fidelity
+on features extracted once) for the aggregate's intervals; the nearest-training-neighbour
+memorization check; and the NLL in bits/dim on held-out data (the full T-step variational
+bound, Ho et al. 2020 Table 1).
+"""
 
 import argparse
 import json
 import sys
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -14,10 +21,13 @@ from diffusion import Denoiser, vlb_bits_per_dim
 
 from .build import build_net, build_process
 from .data import to_model
-from .fidelity import _to_unit_range, compute_metrics, load_classifier
+from . import stats
+from .fidelity import (_to_unit_range, cached_reference_features, compute_metrics, extract_features,
+                       fid_from_statistics, fid_statistics, load_classifier)
 from .io import load_json, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
 from .provenance import provenance
+from .reference import fid_at_n, flat, flat_images, matched_n
 
 
 def heldout_nll(params, state, heldout, levels):
@@ -46,6 +56,37 @@ def class_fractions(evaluator_path, images):
     return (counts.double() / len(images)).tolist()
 
 
+def sample_quality(params, samples, train, heldout, evaluator, cache_dir):
+    """Every sample-set metric of one cell, as flat JSON keys (see the module docstring)."""
+    m = params.metrics
+    x_train, x_held = train["images"], heldout["images"]
+    common = dict(extractor_weights_path=evaluator, cache_root=cache_dir, seed=m.seed,
+                  kid_subset_size=m.kid_subset_size)
+    out = compute_metrics(samples, x_train, reference_cache_name="train", **common)
+    held = compute_metrics(samples, x_held, reference_cache_name="heldout", **common)
+    out.update(fid_heldout=held["fid"], kid_heldout_mean=held["kid_mean"], kid_heldout_std=held["kid_std"])
+    # FID falls as the sample count grows: score n-subsets, as the floors are scored.
+    features = extract_features(samples, evaluator)
+    s_train = fid_statistics(cached_reference_features(x_train, evaluator, cache_dir, "train"))
+    s_held = fid_statistics(cached_reference_features(x_held, evaluator, cache_dir, "heldout"))
+    n, total = matched_n(params, len(x_held)), len(samples)
+    rng = np.random.default_rng(m.seed)
+    out["n_matched"] = n
+    out.update(flat("fid_matched", fid_at_n(features, s_train, n, params, rng)))
+    out.update(flat("fid_heldout_matched", fid_at_n(features, s_held, n, params, rng)))
+    # Bootstrap resamples of the samples for the aggregate's intervals (same rng: reproducible).
+    resample = lambda size, ref: [round(fid_from_statistics(fid_statistics(features[idx]), ref), 5)
+                                  for idx in stats.bootstrap_indices(total, size, m.resamples, rng)]
+    out["fid_boot"] = resample(total, s_train)
+    out["fid_heldout_matched_boot"] = resample(n, s_held)
+    levels = int(train["levels"]) or None
+    copying = stats.memorization(flat_images(samples, levels), flat_images(x_held, levels),
+                                 flat_images(x_train, levels), m.copy_threshold)
+    out.update(nn_ratio=copying["nn_ratio"], near_copy_fraction=copying["near_copy_fraction"],
+               nn_median=copying["nn_median"])
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
@@ -66,7 +107,7 @@ def main(argv=None):
         raise SystemExit(f"error: cell {args.cell!r} is not in {args.params}")
     samples = load_torch(args.samples)
     state = load_torch(args.model)
-    load_json(args.reference)
+    load_json(args.reference)  # the reference stage finished (its caches are complete)
     result = {"cell": args.cell, "parameterization": cell.parameterization,
               "weighting": cell.weighting, "sigma": cell.sigma,
               "status": state["status"], "step": int(state["step"]),
@@ -78,17 +119,7 @@ def main(argv=None):
     train, heldout = load_torch(args.train), load_torch(args.heldout)
     levels = int(train["levels"]) or None
     start = time.perf_counter()
-    common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir,
-                  reference_cache_name="train", seed=params.metrics.seed,
-                  kid_subset_size=params.metrics.kid_subset_size)
-    result.update(compute_metrics(samples["samples"], train["images"], **common))
-    # FID depends on the sample count: also score as many samples as the held-out floor has.
-    n_matched = len(heldout["images"])
-    if n_matched < len(samples["samples"]):
-        matched = compute_metrics(samples["samples"][:n_matched], train["images"], **common)
-        result["fid_matched"], result["n_matched"] = matched["fid"], n_matched
-    else:
-        result["fid_matched"], result["n_matched"] = result["fid"], len(samples["samples"])
+    result.update(sample_quality(params, samples["samples"], train, heldout, args.evaluator, args.cache_dir))
     fractions = class_fractions(args.evaluator, samples["samples"])
     result["min_class_fraction"] = min(fractions)
     result["class_fractions"] = [round(f, 4) for f in fractions]

@@ -34,7 +34,14 @@ this module only supplies what torch-fidelity needs to run here:
    real logits.  Without a weights path the extractor refuses to build: nothing
    is ever downloaded.
 
-3. **Reference-statistics caching** through torch-fidelity's own cache
+3. **FID on resampled sets** (:func:`extract_features`, :func:`fid_statistics`,
+   :func:`fid_from_statistics`): features are extracted once by the registered
+   extractor through torch-fidelity's own loop, and torch-fidelity's
+   ``fid_features_to_statistics`` / ``fid_statistics_to_metric`` score any
+   subset or bootstrap resample of them, so draws and resamples cost no new
+   feature extraction and no FID is written by hand.
+
+4. **Reference-statistics caching** through torch-fidelity's own cache
    (``cache_root`` + ``input2_cache_name``): :func:`precompute_reference` fills
    the cache in a directory owned by a ``reference`` stage and
    :func:`compute_metrics` reuses it.  The cache entry name embeds a hash of the
@@ -65,7 +72,11 @@ __all__ = [
     "ClassifierFeatureExtractor",
     "UInt8ImageDataset",
     "classifier_accuracy",
+    "cached_reference_features",
     "compute_metrics",
+    "extract_features",
+    "fid_from_statistics",
+    "fid_statistics",
     "file_sha256",
     "import_torch_fidelity",
     "install_torchvision_op_shim",
@@ -660,3 +671,46 @@ def compute_metrics(
         "kid_mean": float(out[tf.KEY_METRIC_KID_MEAN]),
         "kid_std": float(out[tf.KEY_METRIC_KID_STD]),
     }
+
+
+def extract_features(images: torch.Tensor, extractor_weights_path: str | os.PathLike,
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    """The FID features [N, D] of uint8 images, by the registered extractor through
+    torch-fidelity's extraction loop (the same features ``calculate_metrics`` uses)."""
+    _check_images(images)
+    import_torch_fidelity()
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    layer = ClassifierFeatureExtractor.get_default_feature_layer_for_metric("fid")
+    extractor = create_feature_extractor(FEATURE_EXTRACTOR_NAME, [layer], cuda=False, verbose=False,
+                                         feature_extractor_weights_path=os.fspath(extractor_weights_path))
+    features = get_featuresdict_from_dataset(UInt8ImageDataset(images), extractor, int(batch_size),
+                                             cuda=False, save_cpu_ram=True, verbose=False)
+    return features[layer]
+
+
+def fid_statistics(features: torch.Tensor) -> dict[str, Any]:
+    """torch-fidelity's FID statistics (mean, covariance) of a feature matrix."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
+    return fid_features_to_statistics(features)
+
+
+def fid_from_statistics(stat_1: dict[str, Any], stat_2: dict[str, Any]) -> float:
+    """torch-fidelity's Frechet distance between two sets of FID statistics."""
+    tf = import_torch_fidelity()
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    return float(fid_statistics_to_metric(stat_1, stat_2, verbose=False)[tf.KEY_METRIC_FID])
+
+
+def cached_reference_features(reference_uint8: torch.Tensor, extractor_weights_path: str | os.PathLike,
+                              cache_root: str | os.PathLike, reference_cache_name: str) -> torch.Tensor:
+    """The FID features of a reference set, read from the cache :func:`precompute_reference`
+    wrote (a plain tensor, loaded weights-only), so no stage extracts them twice."""
+    key = reference_cache_key(reference_uint8, extractor_weights_path, reference_cache_name)
+    layer = ClassifierFeatureExtractor.get_default_feature_layer_for_metric("fid")
+    path = os.path.join(os.fspath(cache_root), f"{key}-{FEATURE_EXTRACTOR_NAME}-features-{layer}.pt")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"reference features {path} not found; run precompute_reference first")
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -4,6 +4,8 @@ Every mistake (unknown or missing key, wrong type, unknown slug, impossible valu
 grid, duplicate key or cell) is reported as one line naming its key path, and
 `python -m pipeline.params` (or any stage) exits nonzero. The grid is the `cells:` mapping,
 one line per trained model: `id: {parameterization, weighting, sigma, train: {overrides}}`.
+A seed replicate is a cell whose only override is `train: {seed: N}`, id suffix `-sN`
+(`eps-eps-s1`); `replicate_groups` joins replicates into one table row.
 """
 
 import dataclasses
@@ -20,6 +22,7 @@ import yaml
 DATASETS = ("digits", "fashion_mnist", "cifar10", "swiss_roll")
 SLUG = re.compile(r"^[a-z0-9_]+$")
 CELL_ID = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)*$")
+REPLICATE_SUFFIX = re.compile(r"-s([0-9]+)$")
 
 
 class ParamsError(ValueError):
@@ -106,7 +109,19 @@ class Evaluator:
 class Metrics:
     kid_subset_size: int = 300
     nll_examples: int = 200
+    matched_n: typing.Optional[int] = None  # images per set at equal n; None: min(held-out, samples)
+    draws: int = 5                # subsample draws at matched_n
+    resamples: int = 200          # bootstrap resamples of each cell's samples (FID on cached features)
+    copy_threshold: float = 1.0   # L2 distance in [-1, 1] pixel space that makes a near-copy
     seed: int = 2
+
+
+@dataclass(frozen=True)
+class Stats:
+    baseline: str = "eps-eps"     # the cell whose replicate group every row is compared with
+    confidence: float = 0.95
+    bootstrap: int = 2000         # resamples of the hierarchical (seeds x samples) bootstrap
+    seed: int = 3
 
 
 @dataclass(frozen=True)
@@ -119,10 +134,32 @@ class Params:
     sample: Sample
     evaluator: Evaluator
     metrics: Metrics
+    stats: Stats
 
     def cell_train(self, cell_id):
         """The training settings of one cell: `train` with the cell's overrides applied."""
         return dataclasses.replace(self.train, **self.cells[cell_id].train)
+
+    def cell_sample_seed(self, cell_id):
+        """A replicate's seed also moves its sampling noise: models trained from different
+        seeds map the same noise to similar images, which would hide part of the spread."""
+        return self.sample.seed + self.cell_train(cell_id).seed
+
+    def replicate_groups(self):
+        """{label: [cell ids]} in grid order: cells that differ only in train.seed form one
+        group (one table row); the label is the first cell's id without its `-sN` suffix."""
+        groups = {}
+        for cell_id, cell in self.cells.items():
+            overrides = tuple(sorted((k, v) for k, v in cell.train.items() if k != "seed"))
+            groups.setdefault((cell.parameterization, cell.weighting, cell.sigma, overrides), []).append(cell_id)
+        labels = {}
+        for ids in groups.values():
+            label = REPLICATE_SUFFIX.sub("", ids[0])
+            labels[ids[0] if label in labels or label in self.cells and label not in ids else label] = ids
+        return labels
+
+    def group_of(self, cell_id):
+        return next(label for label, ids in self.replicate_groups().items() if cell_id in ids)
 
 
 # ----- generic structural validation --------------------------------------------------
@@ -253,7 +290,13 @@ def _check(p: Params):
             _check_train(p.cell_train(cell_id), f"{path}.train")
         except (TypeError, ValueError) as err:
             raise ParamsError(str(err)) from None
-        signature = (cell.parameterization, cell.weighting, cell.sigma, tuple(sorted(cell.train.items())))
+        replicate = REPLICATE_SUFFIX.search(cell_id)
+        if replicate and int(replicate.group(1)) != p.cell_train(cell_id).seed:
+            raise ParamsError(f"{path}: the id says seed {replicate.group(1)} but train.seed is "
+                              f"{p.cell_train(cell_id).seed}; add train: {{seed: {replicate.group(1)}}}")
+        # Resolved settings, so a replicate that repeats another cell's seed is caught too.
+        signature = (cell.parameterization, cell.weighting, cell.sigma,
+                     tuple(sorted(dataclasses.asdict(p.cell_train(cell_id)).items())))
         if signature in seen:
             raise ParamsError(f"{path}: same objective and settings as cells.{seen[signature]}")
         seen[signature] = cell_id
@@ -269,6 +312,19 @@ def _check(p: Params):
     if p.metrics.kid_subset_size > p.sample.num_samples:
         raise ParamsError(f"metrics.kid_subset_size: {p.metrics.kid_subset_size} is larger than "
                           f"sample.num_samples = {p.sample.num_samples}")
+    if p.metrics.matched_n is not None:
+        if p.metrics.matched_n < 2:
+            raise ParamsError(f"metrics.matched_n: must be >= 2 or null, got {p.metrics.matched_n!r}")
+        if p.metrics.matched_n > p.sample.num_samples:
+            raise ParamsError(f"metrics.matched_n: {p.metrics.matched_n} is larger than "
+                              f"sample.num_samples = {p.sample.num_samples}")
+    for name in ("draws", "resamples", "copy_threshold"):
+        _positive(getattr(p.metrics, name), f"metrics.{name}")
+    if p.stats.baseline not in p.cells:
+        raise ParamsError(f"stats.baseline: {p.stats.baseline!r} is not a cell of the grid")
+    if not 0 < p.stats.confidence < 1:
+        raise ParamsError(f"stats.confidence: must be in (0, 1), got {p.stats.confidence!r}")
+    _positive(p.stats.bootstrap, "stats.bootstrap")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -1,5 +1,6 @@
 """Stage `plot`: seaborn figures of the grid: FID heatmap over parameterization x
-weighting, training-loss curves, per-t loss profiles and a panel of sample grids."""
+weighting, the spread of FID over seeds against the floors, the memorization check,
+training-loss curves, per-t loss profiles and a panel of sample grids."""
 
 import argparse
 import math
@@ -12,20 +13,90 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .io import run_stage, save_figure  # noqa: E402
+from .io import load_json, run_stage, save_figure  # noqa: E402
 from .params import load_or_exit  # noqa: E402
 
 
 def fid_heatmap(metrics, path):
     fid = metrics[metrics.metric == "fid"].copy()
     fid["row"] = fid.parameterization + " / " + fid.sigma
-    grid = fid.pivot_table(index="row", columns="weighting", values="value", aggfunc="first")
+    grid = fid.pivot_table(index="row", columns="weighting", values="value", aggfunc="mean")
     fig, ax = plt.subplots(figsize=(1.4 * max(3, grid.shape[1]) + 2, 0.6 * max(3, grid.shape[0]) + 1.5))
     sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis_r", ax=ax, cbar_kws={"label": "FID"},
                 mask=grid.isna())
-    ax.set_title("FID against the training set (blank: diverged or not in grid)")
+    ax.set_title("FID against the training set, mean over seeds (blank: diverged or not in grid)")
     ax.set_xlabel("weighting")
     ax.set_ylabel("parameterization / Sigma")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+SPREAD_PANELS = (  # (metric, title, reference row whose value is the floor at this n, its key)
+    ("fid", "FID vs training set, all samples\n(the paper's protocol)", None, None),
+    ("fid_matched", "FID@n vs training set\n(floor: held-out images; dotted: a copier)", "heldout", "fid_matched"),
+    ("fid_heldout_matched", "FID@n vs held-out set\n(floor: training images)", "train", "fid_heldout_matched"),
+)
+
+
+def fid_spread(metrics, summary, reference, path):
+    """Per-seed FID of every row (dots), mean and t-interval over seeds (bars), and the
+    floors at the same n (line: value, band: its sd)."""
+    ok = metrics[metrics.status == "ok"]
+    order = list(dict.fromkeys(metrics.group))
+    fig, axes = plt.subplots(1, len(SPREAD_PANELS), figsize=(5.5 * len(SPREAD_PANELS), 0.32 * len(order) + 2),
+                             sharey=True, squeeze=False)
+    for ax, (metric, title, floor, key) in zip(axes.flat, SPREAD_PANELS):
+        seeds = ok[ok.metric == metric]
+        sns.stripplot(data=seeds, x="value", y="group", order=order, ax=ax, color="0.3", size=4, jitter=0.15)
+        rows = summary[summary.metric == metric].set_index("group").reindex(order)
+        have_ci = rows.ci_low.notna()
+        y = [order.index(g) for g in rows.index[have_ci]]
+        ax.errorbar(rows["mean"][have_ci], y, xerr=[rows["mean"][have_ci] - rows.ci_low[have_ci],
+                                                   rows.ci_high[have_ci] - rows["mean"][have_ci]],
+                    fmt="D", color="C3", markersize=5, capsize=3, label="mean, t-interval over seeds")
+        if floor:
+            ax.axvline(reference["rows"][floor][key], color="C2", linewidth=1, label="real-data floor")
+            sd = reference["rows"][floor].get(f"{key}_sd")
+            if sd == sd and sd:
+                value = reference["rows"][floor][key]
+                ax.axvspan(value - sd, value + sd, color="C2", alpha=0.15, linewidth=0)
+        if metric == "fid_matched":
+            ax.axvline(reference["rows"]["train"]["fid_matched"], color="C1", linestyle=":", linewidth=1,
+                       label="training images (a copier)")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("FID")
+        ax.set_ylabel("")
+        ax.legend(fontsize=7, loc="best")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def memorization(metrics, reference, path):
+    """Left: NN-distance ratio per seed (1.0: as far from the training set as held-out
+    images). Right: FID@n against the training set versus that ratio: copying buys FID."""
+    ok = metrics[metrics.status == "ok"]
+    wide = ok.pivot_table(index=["cell", "group", "parameterization"], columns="metric", values="value").reset_index()
+    order = list(dict.fromkeys(metrics.group))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.3 * len(order) + 2.5))
+    if not wide.empty:
+        sns.stripplot(data=wide, x="nn_ratio", y="group", order=order, hue="parameterization", ax=left, size=5,
+                      jitter=0.15)
+        sns.scatterplot(data=wide, x="nn_ratio", y="fid_matched", hue="parameterization", size="near_copy_fraction",
+                        ax=right, sizes=(20, 200))
+    left.axvline(1.0, color="C2", linewidth=1)
+    left.set_xlim(left=0)
+    left.set_title("Nearest-training-neighbour distance, samples / held-out\n(1.0: no copying; 0: exact copies)",
+                   fontsize=10)
+    left.set_xlabel("NN ratio")
+    left.set_ylabel("")
+    rows = reference["rows"]
+    for name, row, color in (("held-out images", rows["heldout"], "C2"), ("training images", rows["train"], "C1")):
+        right.scatter([row["nn_ratio"]], [row["fid_matched"]], marker="*", s=200, color=color, label=name,
+                      edgecolor="k", zorder=3)
+    right.set_title(f"FID@n (n = {reference['matched_n']}) vs training set against copying", fontsize=10)
+    right.set_xlabel("NN ratio")
+    right.set_ylabel("FID@n vs training set")
+    right.legend(fontsize=7)
     save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -77,6 +148,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--metrics", required=True, help="the aggregate stage's long CSV")
+    parser.add_argument("--summary", required=True, help="the aggregate stage's per-row summary CSV")
+    parser.add_argument("--reference", required=True, help="the reference stage's JSON (floors)")
     parser.add_argument("--train-dir", required=True, help="folder of per-cell loss and profile CSVs")
     parser.add_argument("--samples-dir", required=True, help="folder of per-cell PNG grids")
     parser.add_argument("--out-dir", required=True)
@@ -87,6 +160,9 @@ def main(argv=None):
     cells = list(params.cells)
     metrics = pd.read_csv(args.metrics)
     fid_heatmap(metrics, out / "fid_heatmap.png")
+    summary, reference = pd.read_csv(args.summary), load_json(args.reference)
+    fid_spread(metrics, summary, reference, out / "fid_spread.png")
+    memorization(metrics, reference, out / "memorization.png")
     loss_curves([Path(args.train_dir) / c / "losses.csv" for c in cells], out / "loss_curves.png")
     loss_profiles([Path(args.train_dir) / c / "profile.csv" for c in cells], out / "loss_profile.png")
     sample_panel([Path(args.samples_dir) / f"{c}.png" for c in cells], out / "samples.png")

@@ -41,6 +41,6 @@ def provenance(params, cell_id=None):
             **dataclasses.asdict(params.cells[cell_id]),
             "train": dataclasses.asdict(params.cell_train(cell_id)),
         }
-        record["seeds"] = {"train": params.cell_train(cell_id).seed, "sample": params.sample.seed,
+        record["seeds"] = {"train": params.cell_train(cell_id).seed, "sample": params.cell_sample_seed(cell_id),
                            "metrics": params.metrics.seed}
     return record

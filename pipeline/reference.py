@@ -1,14 +1,53 @@
 """Stage `reference`: real-data statistics for torch-fidelity, computed once per data set
-and keyed by the evaluator's weights (and the images) so they never go stale; also the
-table's floor (held-out real data) and ceiling (uniform noise) rows."""
+and keyed by the evaluator's weights (and the images) so they never go stale, for both
+references (the training set, the paper's protocol, and the held-out set); also the
+table's floor and ceiling rows, scored at the cells' matched sample count.
+
+Rows: `heldout` (real images the model never saw: the floor against the training set),
+`train` (training images: the floor against the held-out set, and what a model that
+copies its training data scores against the training set) and `noise` (uniform noise:
+the ceiling). At the matched n every set is scored on random n-subsets of its images
+(pipeline.stats.matched); the held-out set is used whole when n is its size.
+"""
 
 import argparse
 
+import numpy as np
 import torch
 
-from .fidelity import compute_metrics, precompute_reference
-from .io import load_torch, run_stage, save_json, set_threads
+from . import stats
+from .data import to_model
+from .fidelity import (cached_reference_features, compute_metrics, extract_features, fid_from_statistics,
+                       fid_statistics, precompute_reference)
+from .io import StageError, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
+
+
+def matched_n(params, n_heldout):
+    """Images per set when sets are compared at equal n (FID falls as n grows): the held-out
+    set's size, or fewer samples if there are fewer, unless metrics.matched_n says."""
+    n = params.metrics.matched_n or min(n_heldout, params.sample.num_samples)
+    if n > n_heldout:
+        raise StageError(f"metrics.matched_n: {n} is larger than the held-out set ({n_heldout} images)")
+    return n
+
+
+def fid_at_n(features, reference_stats, n, params, rng):
+    """FID (torch-fidelity, on cached features) of random n-subsets of a set, as a flat dict."""
+    m = params.metrics
+    score = lambda idx: fid_from_statistics(fid_statistics(features[idx]), reference_stats)
+    return stats.matched(score, len(features), n, m.draws, m.resamples, rng)
+
+
+def flat(prefix, matched):
+    """A stats.matched result as JSON keys: value, sd, how the sd was measured, draws."""
+    return {prefix: matched["value"], f"{prefix}_sd": matched["sd"],
+            f"{prefix}_spread": matched["spread"], f"{prefix}_draws": matched["draws"]}
+
+
+def flat_images(images, levels):
+    """uint8 images -> [N, D] float64 in the models' [-1, 1] space (for pixel distances)."""
+    return to_model(images, levels).flatten(1).double().numpy()
 
 
 def main(argv=None):
@@ -23,21 +62,50 @@ def main(argv=None):
     params = load_or_exit(args.params)
     set_threads()
     train, heldout = load_torch(args.train), load_torch(args.heldout)
-    ref = precompute_reference(train["images"], args.evaluator, args.cache_dir, "train")
-    kid = params.metrics.kid_subset_size
-    common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir,
-                  reference_cache_name="train", seed=params.metrics.seed)
-    n = params.sample.num_samples
-    generator = torch.Generator().manual_seed(params.metrics.seed)
-    noise = torch.randint(0, 256, (n, *train["images"].shape[1:]), generator=generator, dtype=torch.uint8)
+    x_train, x_held = train["images"], heldout["images"]
+    levels = int(train["levels"]) or None
+    ref = precompute_reference(x_train, args.evaluator, args.cache_dir, "train")
+    precompute_reference(x_held, args.evaluator, args.cache_dir, "heldout")
+    m = params.metrics
+    n = matched_n(params, len(x_held))
+    common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir, seed=m.seed,
+                  kid_subset_size=m.kid_subset_size)
+    vs_train, vs_held = dict(common, reference_cache_name="train"), dict(common, reference_cache_name="heldout")
+    generator = torch.Generator().manual_seed(m.seed)
+    noise = torch.randint(0, 256, (params.sample.num_samples, *x_train.shape[1:]), generator=generator,
+                          dtype=torch.uint8)
+    f_train = cached_reference_features(x_train, args.evaluator, args.cache_dir, "train")
+    f_held = cached_reference_features(x_held, args.evaluator, args.cache_dir, "heldout")
+    s_train, s_held = fid_statistics(f_train), fid_statistics(f_held)
+    f_noise = extract_features(noise, args.evaluator)
+    rng = np.random.default_rng(m.seed)
+    pixels = {"train": flat_images(x_train, levels), "heldout": flat_images(x_held, levels),
+              "noise": flat_images(noise, levels)}
+
+    def copying(name):
+        out = stats.memorization(pixels[name], pixels["heldout"], pixels["train"], m.copy_threshold)
+        return {"nn_ratio": out["nn_ratio"], "near_copy_fraction": out["near_copy_fraction"]}
+
+    def against_heldout(images):
+        out = compute_metrics(images, x_held, **vs_held)
+        return {"fid_heldout": out["fid"], "kid_heldout_mean": out["kid_mean"], "kid_heldout_std": out["kid_std"]}
+
     rows = {
-        "train": {"n": len(train["images"]), "isc_mean": ref["isc_mean"], "isc_std": ref["isc_std"]},
-        "heldout": {"n": len(heldout["images"]),
-                    **compute_metrics(heldout["images"], train["images"], kid_subset_size=kid, **common)},
-        "noise": {"n": n, **compute_metrics(noise, train["images"], kid_subset_size=kid, **common)},
+        "heldout": {"n": len(x_held), **compute_metrics(x_held, x_train, **vs_train),
+                    **flat("fid_matched", fid_at_n(f_held, s_train, n, params, rng)), **copying("heldout")},
+        "train": {"n": len(x_train), "isc_mean": ref["isc_mean"], "isc_std": ref["isc_std"],
+                  **flat("fid_matched", fid_at_n(f_train, s_train, n, params, rng)),
+                  **flat("fid_heldout_matched", fid_at_n(f_train, s_held, n, params, rng)),
+                  **against_heldout(x_train), **copying("train")},
+        "noise": {"n": len(noise), **compute_metrics(noise, x_train, **vs_train), **against_heldout(noise),
+                  **flat("fid_matched", fid_at_n(f_noise, s_train, n, params, rng)),
+                  **flat("fid_heldout_matched", fid_at_n(f_noise, s_held, n, params, rng)), **copying("noise")},
     }
-    save_json({"cache_key": ref["cache_key"], "rows": rows}, args.out)
-    print(f"reference: held-out FID {rows['heldout']['fid']:.3f}, noise FID {rows['noise']['fid']:.2f}")
+    save_json({"cache_key": ref["cache_key"], "matched_n": n, "copy_threshold": m.copy_threshold,
+               "rows": rows}, args.out)
+    print(f"reference: at n = {n}, held-out FID vs train {rows['heldout']['fid_matched']:.3f}, training "
+          f"images FID vs held-out {rows['train']['fid_heldout_matched']:.3f}, noise FID vs train "
+          f"{rows['noise']['fid_matched']:.2f}")
 
 
 if __name__ == "__main__":

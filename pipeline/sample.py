@@ -59,7 +59,8 @@ def draw_samples(params, model_state, data_shape, levels, progress=True):
     net.load_state_dict(model_state["ema"])
     net.eval()
     denoiser = Denoiser(net, config["parameterization"], process, config["sigma"], clip_x0=s.clip_x0)
-    generator = torch.Generator().manual_seed(s.seed)
+    # A replicate's train seed also moves the sampling noise (Params.cell_sample_seed).
+    generator = torch.Generator().manual_seed(s.seed + int(config["train"]["seed"]))
     sampler = SAMPLERS[s.sampler]
     batches = []
     total = math.ceil(s.num_samples / s.batch_size)

@@ -144,3 +144,17 @@ def test_reference_cache_reuse(digits, trained, noise, tmp_path):
                                            batch_size=16, lr=1e-3, seed=1), other)
     assert fm.reference_cache_key(digits["train_x"], other, "digits") != info["cache_key"]
     assert fm.reference_cache_key(digits["train_x"][:-1], path, "digits") != info["cache_key"]
+
+
+def test_fid_from_cached_features_equals_calculate_metrics(digits, trained, noise):
+    """Draws and bootstrap resamples score cached features with torch-fidelity's own
+    statistics functions: on the full sets they give calculate_metrics' FID."""
+    _, path = trained
+    reference = fm.fid_statistics(fm.extract_features(digits["train_x"], path))
+    for samples in (digits["held_x"], noise):
+        features = fm.extract_features(samples, path)
+        assert features.shape == (len(samples), 64)
+        direct = fm.compute_metrics(samples, digits["train_x"], path, kid_subset_size=100, kid_subsets=2)["fid"]
+        assert fm.fid_from_statistics(fm.fid_statistics(features), reference) == pytest.approx(direct, rel=1e-5)
+    same = fm.fid_statistics(fm.extract_features(digits["held_x"], path))
+    assert abs(fm.fid_from_statistics(same, same)) < 1e-6  # a set against itself: 0

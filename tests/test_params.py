@@ -50,6 +50,16 @@ CASES = [
     ("cells.Bad Id", {"parameterization": "eps", "weighting": "eps"}, "cells.Bad Id: cell ids use"),
     ("cells.eps-copy", {"parameterization": "eps", "weighting": "eps", "sigma": "fixed_large"},
      "cells.eps-copy: same objective and settings as cells.eps-eps"),
+    # A replicate that repeats the resolved seed of another cell is the same run.
+    ("cells.eps-eps-s0", {"parameterization": "eps", "weighting": "eps", "train": {"seed": 0}},
+     "cells.eps-eps-s0: same objective and settings as cells.eps-eps"),
+    ("cells.eps-eps-s7", {"parameterization": "eps", "weighting": "eps", "train": {"seed": 6}},
+     "cells.eps-eps-s7: the id says seed 7 but train.seed is 6"),
+    ("stats.baseline", "eps-nope", "stats.baseline: 'eps-nope' is not a cell of the grid"),
+    ("stats.confidence", 1.5, "stats.confidence: must be in (0, 1)"),
+    ("stats", DELETE, "stats: missing section"),
+    ("metrics.matched_n", 5000, "metrics.matched_n: 5000 is larger than sample.num_samples"),
+    ("metrics.draws", 0, "metrics.draws: must be > 0"),
 ]
 
 
@@ -64,7 +74,7 @@ def test_each_mistake_is_one_line_naming_the_key(path, value, message):
 
 def test_the_default_and_tiny_params_are_valid(tiny_params):
     assert len(load(ROOT / "params.yaml").cells) == len(BASE["cells"])
-    assert len(load(tiny_params).cells) == 4
+    assert len(load(tiny_params).cells) == 5
 
 
 def test_duplicate_yaml_key_is_refused(tmp_path):
@@ -121,3 +131,24 @@ def test_snakemake_refuses_bad_params_before_any_job(tmp_path, tiny_params):
     assert result.returncode != 0
     assert "error: params.yaml: train.steps: must be > 0" in result.stderr + result.stdout
     assert not (project / "data").exists()
+
+
+def test_replicates_validate_and_group_into_one_row():
+    params = load(ROOT / "params.yaml")
+    groups = params.replicate_groups()
+    assert groups["eps-eps"] == ["eps-eps", "eps-eps-s1", "eps-eps-s2"]
+    assert groups["mu-vlb"] == ["mu-vlb", "mu-vlb-s1"] and groups["eps-vlb"] == ["eps-vlb", "eps-vlb-s1"]
+    assert groups["eps-native"] == ["eps-native"]  # the same objective under another slug: its own row
+    assert len(groups) == len(params.cells) - 4
+    assert [params.cell_train(c).seed for c in groups["eps-eps"]] == [0, 1, 2]
+    assert [params.cell_sample_seed(c) for c in groups["eps-eps"]] == [1, 2, 3]  # sampling noise moves too
+    assert params.group_of("eps-eps-s2") == "eps-eps"
+
+
+def test_a_replicate_with_another_override_is_another_row():
+    raw = mutate("cells.eps-eps-slow", {"parameterization": "eps", "weighting": "eps", "train": {"lr": 5e-4}})
+    raw["cells"]["eps-eps-slow-s1"] = {"parameterization": "eps", "weighting": "eps",
+                                        "train": {"lr": 5e-4, "seed": 1}}
+    groups = parse(raw).replicate_groups()
+    assert groups["eps-eps-slow"] == ["eps-eps-slow", "eps-eps-slow-s1"]
+    assert "eps-eps-slow" not in groups["eps-eps"]

@@ -12,8 +12,8 @@ from conftest import make_project, run, tool
 
 pytestmark = pytest.mark.slow
 
-TABLES = ("results/metrics.csv", "results/table.md", "results/table.tex")
-PLOTS = ("fid_heatmap", "loss_curves", "loss_profile", "samples")
+TABLES = ("results/metrics.csv", "results/summary.csv", "results/table.md", "results/table.tex")
+PLOTS = ("fid_heatmap", "fid_spread", "memorization", "loss_curves", "loss_profile", "samples")
 
 
 def planned_jobs(project):
@@ -52,7 +52,33 @@ def test_every_table_and_plot_is_produced(snakemake_project):
         summary = json.loads((p / f"results/train/{cell}/summary.json").read_text())
         assert summary["threads"] == 1  # Snakemake's threads reach torch: no oversubscription
     table = (p / "results/table.md").read_text()
-    assert "held-out real data (floor)" in table and "uniform noise (ceiling)" in table
+    for row in ("held-out images (floor vs train)", "training images (copier; floor vs held-out)",
+                "uniform noise (ceiling)", "**Agreement with DDPM Table 2**"):
+        assert row in table, row
+
+
+def test_two_references_seeds_and_memorization_are_reported(snakemake_project):
+    p = snakemake_project
+    raw = yaml.safe_load((p / "params.yaml").read_text())
+    long = pd.read_csv(p / "results/metrics.csv")
+    against = long.drop_duplicates("metric").set_index("metric").against
+    assert against["fid"] == "train" and against["fid_heldout"] == "heldout"
+    assert against["fid_heldout_matched"] == "heldout" and against["kid_heldout_mean"] == "heldout"
+    assert set(long[long.cell == "eps-eps-s1"].group) == {"eps-eps"}
+    metrics = json.loads((p / "results/metrics/eps-eps-s1.json").read_text())
+    assert len(metrics["fid_boot"]) == len(metrics["fid_heldout_matched_boot"]) == raw["metrics"]["resamples"]
+    assert 0 <= metrics["near_copy_fraction"] <= 1 and metrics["nn_ratio"] > 0
+    assert metrics["provenance"]["seeds"]["sample"] == raw["sample"]["seed"] + 1
+    summary = pd.read_csv(p / "results/summary.csv")
+    fid = summary[summary.metric == "fid"].set_index("group")
+    assert fid.loc["eps-eps", "n"] == 2 and fid.loc["eps-eps", "ci_low"] < fid.loc["eps-eps", "ci_high"]
+    assert fid.loc["x0-eps", "diff_low"] <= fid.loc["x0-eps", "diff"] <= fid.loc["x0-eps", "diff_high"]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in (p / "results/table.md").read_text().splitlines()
+            if line.startswith("| ")}
+    assert "eps-eps-s1" not in rows  # a replicate is part of its group's row
+    assert rows["eps-eps"].split(" | ")[4] == "2" and "baseline" in rows["eps-eps"]
+    reference = json.loads((p / "results/reference.json").read_text())
+    assert reference["rows"]["train"]["near_copy_fraction"] == 1.0 and reference["rows"]["heldout"]["nn_ratio"] == 1.0
 
 
 def test_snakemake_report_builds_with_every_category(snakemake_project):
