@@ -2,7 +2,8 @@
 # cell train -> sample -> evaluate, then aggregate -> plot. All settings live in
 # params.yaml, validated here before any job runs; each rule's `params:` names only the
 # sections it uses, so a change reruns only what depends on it. Torch threads follow each
-# rule's `threads` (Snakemake exports them as OMP_NUM_THREADS).
+# rule's `threads` (Snakemake exports them as OMP_NUM_THREADS). GPUs, bf16, DDP and SLURM are
+# params and profile settings (configs/cifar10.yaml, profiles/slurm), never other rules.
 import sys
 from glob import glob
 
@@ -23,6 +24,16 @@ COMMON = ["pipeline/params.py", "pipeline/io.py", "pipeline/data.py", "pipeline/
 
 wildcard_constraints:
     cell="|".join(CELLS) or "NONE",
+
+
+# Under a cluster executor (profiles/slurm) these run on the submitting host: they are light,
+# and prepare/evaluator may need the network (CIFAR-10, Inception weights) that nodes lack.
+localrules:
+    all,
+    prepare,
+    evaluator,
+    aggregate,
+    plot,
 
 
 rule all:
@@ -53,6 +64,7 @@ rule evaluator:
     input:
         "pipeline/evaluator.py",
         "pipeline/fidelity.py",
+        "pipeline/inception.py",
         COMMON,
         train="data/train.pt",
         heldout="data/heldout.pt",
@@ -61,6 +73,8 @@ rule evaluator:
         metrics="results/evaluator.json",
     params:
         evaluator=config["evaluator"],
+        feature_extractor=config["metrics"].get("feature_extractor", "classifier"),
+        inception_weights=config["metrics"].get("inception_weights"),
     log:
         "logs/evaluator.log",
     threads: 2
@@ -75,6 +89,7 @@ rule reference:
     input:
         "pipeline/reference.py",
         "pipeline/fidelity.py",
+        "pipeline/accel.py",
         COMMON,
         train="data/train.pt",
         heldout="data/heldout.pt",
@@ -98,6 +113,7 @@ rule reference:
 rule train:
     input:
         "pipeline/train.py",
+        "pipeline/accel.py",
         COMMON,
         DIFFUSION,
         data="data/train.pt",
@@ -126,6 +142,7 @@ rule train:
 rule sample:
     input:
         "pipeline/sample.py",
+        "pipeline/accel.py",
         COMMON,
         DIFFUSION,
         model="runs/train/{cell}.pt",
@@ -149,6 +166,8 @@ rule evaluate:
     input:
         "pipeline/evaluate.py",
         "pipeline/fidelity.py",
+        "pipeline/sample.py",
+        "pipeline/accel.py",
         COMMON,
         DIFFUSION,
         model="runs/train/{cell}.pt",
@@ -162,6 +181,7 @@ rule evaluate:
         metrics="results/metrics/{cell}.json",
     params:
         metrics=config["metrics"],
+        sample=config["sample"],
     log:
         "logs/evaluate/{cell}.log",
     threads: 1

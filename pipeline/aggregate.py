@@ -22,6 +22,7 @@ PAPER_TABLE2 = {
     ("eps", "native", "fixed_large"): (9.46, 3.17),
 }
 METRICS = ("isc_mean", "isc_std", "fid", "fid_matched", "kid_mean", "kid_std", "nll_bpd")
+BEST = ("fid_best", "fid_best_step")  # only with train.eval_every snapshots
 
 
 def collect(params, metrics_dir):
@@ -35,7 +36,7 @@ def collect(params, metrics_dir):
         base = {"cell": cell_id, "parameterization": cell.parameterization,
                 "weighting": cell.weighting, "sigma": cell.sigma, "status": result["status"],
                 "step": result["step"]}
-        for metric in METRICS:
+        for metric in METRICS + tuple(m for m in BEST if m in result):
             rows.append({**base, "metric": metric, "value": result.get(metric)})
     return pd.DataFrame(rows)
 
@@ -59,6 +60,8 @@ def wide_table(long, reference):
             "cell": r.cell, "param": r.parameterization, "weighting": r.weighting, "Sigma": r.sigma,
             "IS": _fmt(r.get("isc_mean")) if ok else "-",
             "FID": _fmt(r.get("fid"), 3) if ok else "-",
+            **({"best FID (step)": f"{_fmt(r.get('fid_best'), 3)} ({_fmt(r.get('fid_best_step'), 0)})"
+                if ok and not pd.isna(r.get("fid_best")) else "-"} if "fid_best" in wide else {}),
             "FID@n": _fmt(r.get("fid_matched"), 3) if ok else "-",
             "KIDx1e3": _fmt(r.get("kid_mean"), 2, 1e3) if ok else "-",
             "NLL": _fmt(r.get("nll_bpd"), 3) if ok else "-",
@@ -70,6 +73,7 @@ def wide_table(long, reference):
         row = ref[key]
         lines.append({"cell": name, "param": "", "weighting": "", "Sigma": "",
                       "IS": _fmt(row["isc_mean"]), "FID": _fmt(row["fid"], 3),
+                      **({"best FID (step)": ""} if "fid_best" in wide else {}),
                       "FID@n": _fmt(row["fid"], 3), "KIDx1e3": _fmt(row["kid_mean"], 2, 1e3),
                       "NLL": "-", "status": f"n = {row['n']}", "paper IS": "", "paper FID": ""})
     return pd.DataFrame(lines)
@@ -94,14 +98,21 @@ def to_markdown(table, params, reference):
     header = "| " + " | ".join(table.columns) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    inception = reference.get("feature_extractor", "classifier") == "inception-v3-compat"
+    extractor = ("torch-fidelity's InceptionV3 (inception-v3-compat)" if inception
+                 else "the offline classifier")
+    best = (f" Best FID: the lowest FID over the EMA snapshots kept every {params.train.eval_every} "
+            f"training steps, {params.metrics.snapshot_samples} samples each (the paper reports the "
+            f"best over training)." if "best FID (step)" in table.columns else "")
     notes = [
         "",
-        f"IS, FID and KID from torch-fidelity with the offline classifier as feature extractor, "
+        f"IS, FID and KID from torch-fidelity with {extractor} as feature extractor, "
         f"{n} samples per cell ({params.sample.sampler}, {params.sample.steps} steps) against the "
         f"training set (the paper's protocol). FID@n scores the first {n_floor} samples, as many "
         f"as the held-out floor has, because FID falls as the sample count grows. NLL is the "
-        f"held-out VLB in bits/dim. Paper columns: Ho et al. 2020 Table 2 on CIFAR-10 (Inception "
-        f"features), for the ordering only; '-' marks a cell that diverged.",
+        f"held-out VLB in bits/dim.{best} Paper columns: Ho et al. 2020 Table 2 on CIFAR-10 (Inception "
+        f"features), {'comparable' if inception and params.data.name == 'cifar10' else 'for the ordering only'}; "
+        f"'-' marks a cell that diverged.",
     ]
     return "\n".join([header, rule, *body, *notes]) + "\n"
 

@@ -6,7 +6,8 @@ import argparse
 
 import torch
 
-from .fidelity import compute_metrics, precompute_reference
+from . import accel
+from .fidelity import compute_metrics, extractor_settings, precompute_reference
 from .io import load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
 
@@ -16,17 +17,19 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", required=True)
     parser.add_argument("--heldout", required=True)
-    parser.add_argument("--evaluator", required=True, help="classifier weights (.pt)")
+    parser.add_argument("--evaluator", required=True, help="the evaluator stage's weights (.pt)")
     parser.add_argument("--cache-dir", required=True, help="output: torch-fidelity cache folder")
     parser.add_argument("--out", required=True, help="output: floor and ceiling metrics (.json)")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     set_threads()
     train, heldout = load_torch(args.train), load_torch(args.heldout)
-    ref = precompute_reference(train["images"], args.evaluator, args.cache_dir, "train")
+    extractor = extractor_settings(params.metrics.feature_extractor,
+                                   accel.resolve_device(params.metrics.device, "metrics.device"))
+    ref = precompute_reference(train["images"], args.evaluator, args.cache_dir, "train", **extractor)
     kid = params.metrics.kid_subset_size
     common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir,
-                  reference_cache_name="train", seed=params.metrics.seed)
+                  reference_cache_name="train", seed=params.metrics.seed, **extractor)
     n = params.sample.num_samples
     generator = torch.Generator().manual_seed(params.metrics.seed)
     noise = torch.randint(0, 256, (n, *train["images"].shape[1:]), generator=generator, dtype=torch.uint8)
@@ -36,7 +39,8 @@ def main(argv=None):
                     **compute_metrics(heldout["images"], train["images"], kid_subset_size=kid, **common)},
         "noise": {"n": n, **compute_metrics(noise, train["images"], kid_subset_size=kid, **common)},
     }
-    save_json({"cache_key": ref["cache_key"], "rows": rows}, args.out)
+    save_json({"cache_key": ref["cache_key"], "feature_extractor": extractor["feature_extractor"],
+               "rows": rows}, args.out)
     print(f"reference: held-out FID {rows['heldout']['fid']:.3f}, noise FID {rows['noise']['fid']:.2f}")
 
 
