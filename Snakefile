@@ -2,7 +2,8 @@
 # cell train -> sample -> evaluate, then aggregate -> plot. All settings live in
 # params.yaml, validated here before any job runs; each rule's `params:` names only the
 # sections it uses, so a change reruns only what depends on it. Torch threads follow each
-# rule's `threads` (Snakemake exports them as OMP_NUM_THREADS).
+# rule's `threads` (Snakemake exports them as OMP_NUM_THREADS). GPUs, bf16, DDP and SLURM are
+# params and profile settings (configs/cifar10.yaml, profiles/slurm), never other rules.
 import sys
 from glob import glob
 
@@ -36,6 +37,16 @@ wildcard_constraints:
     cell="|".join(CELLS) or "NONE",
 
 
+# Under a cluster executor (profiles/slurm) these run on the submitting host: they are light,
+# and prepare/evaluator may need the network (CIFAR-10, Inception weights) that nodes lack.
+localrules:
+    all,
+    prepare,
+    evaluator,
+    aggregate,
+    plot,
+
+
 rule all:
     input:
         "results/table.md",
@@ -64,6 +75,7 @@ rule evaluator:
     input:
         "pipeline/evaluator.py",
         "pipeline/fidelity.py",
+        "pipeline/inception.py",
         COMMON,
         train="data/train.pt",
         heldout="data/heldout.pt",
@@ -72,6 +84,8 @@ rule evaluator:
         metrics="results/evaluator.json",
     params:
         evaluator=config["evaluator"],
+        feature_extractor=config["metrics"].get("feature_extractor", "classifier"),
+        inception_weights=config["metrics"].get("inception_weights"),
     log:
         "logs/evaluator.log",
     threads: 2
@@ -87,6 +101,7 @@ rule reference:
         "pipeline/reference.py",
         "pipeline/fidelity.py",
         "pipeline/stats.py",
+        "pipeline/accel.py",
         COMMON,
         train="data/train.pt",
         heldout="data/heldout.pt",
@@ -110,6 +125,7 @@ rule reference:
 rule train:
     input:
         "pipeline/train.py",
+        "pipeline/accel.py",
         COMMON,
         DIFFUSION,
         data="data/train.pt",
@@ -138,6 +154,7 @@ rule train:
 rule sample:
     input:
         "pipeline/sample.py",
+        "pipeline/accel.py",
         COMMON,
         DIFFUSION,
         model="runs/train/{cell}.pt",
@@ -168,6 +185,8 @@ rule evaluate:
         "pipeline/fidelity.py",
         "pipeline/reference.py",
         "pipeline/stats.py",
+        "pipeline/sample.py",
+        "pipeline/accel.py",
         COMMON,
         DIFFUSION,
         model="runs/train/{cell}.pt",
@@ -181,6 +200,7 @@ rule evaluate:
         metrics="results/metrics/{cell}.json",
     params:
         metrics=config["metrics"],
+        sample=config["sample"],
     log:
         "logs/evaluate/{cell}.log",
     threads: 1

@@ -46,6 +46,7 @@ class Denoiser(nn.Module):
         self.param = get_parameterization(parameterization, process)
         self.sigma = sigma
         self.clip_x0 = clip_x0
+        self._log_var_tables = {}
 
     @property
     def learned_sigma(self):
@@ -77,7 +78,11 @@ class Denoiser(nn.Module):
             max_log = process.at("beta", t, x_t).log()
             min_log = process.at("log_beta_tilde_clipped", t, x_t)
             return frac * max_log + (1 - frac) * min_log
-        table = reverse_variance_table(process, self.sigma).log().to(x_t.device, x_t.dtype)
+        key = (id(process), x_t.device, x_t.dtype)
+        if key not in self._log_var_tables or self._log_var_tables[key][0] is not process:
+            table = reverse_variance_table(process, self.sigma).log().to(x_t.device, x_t.dtype)
+            self._log_var_tables[key] = (process, table)  # once per device: no per-step host copy
+        table = self._log_var_tables[key][1]
         return table[t.long()].reshape(-1, *([1] * (x_t.ndim - 1))).expand_as(x_t)
 
     def reverse(self, x_t, t, pred=None):

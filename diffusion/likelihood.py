@@ -21,7 +21,8 @@ def vlb_bits_per_dim(denoiser, x0, generator=None, levels=None, callback=None):
     terms = x0.new_zeros(process.T, x0.shape[0])
     for i in range(process.T):
         t = torch.full(x0.shape[:1], i, device=x0.device, dtype=torch.long)
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
+                          device=generator.device if generator is not None else "cpu").to(x0.device)
         x_t = process.q_sample(x0, t, eps)
         terms[i] = vlb_term(denoiser, x0, x_t, t, levels=levels)
         if callback is not None:

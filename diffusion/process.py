@@ -97,15 +97,25 @@ class DiscreteProcess:
         return f"DiscreteProcess(kind={self.kind!r}, T={self.T})"
 
     # ----- lookups -------------------------------------------------------------
+    def table(self, name, device, dtype=torch.float64):
+        """Table `name` cast to (device, dtype), copied there once and reused: copying it
+        from the host at every lookup would synchronize a CUDA stream on every call."""
+        value = getattr(self, name)
+        cache = self.__dict__.setdefault("_device_tables", {})
+        key = (name, torch.device(device), dtype)
+        if key not in cache or cache[key][0] is not value:  # reassigned tables invalidate
+            cache[key] = (value, value.to(device=device, dtype=dtype))
+        return cache[key][1]
+
     def at(self, name, t, x):
         """Table `name` at integer steps t [B], shaped to broadcast against x."""
-        table = getattr(self, name).to(device=x.device, dtype=x.dtype)
+        table = self.table(name, x.device, x.dtype)
         return append_dims(table[t.long()], x.ndim)
 
     def coef_at(self, name, t, x):
         """Table `name` at real-valued t [B] (linear in t; exact at integers)."""
         t = t.to(torch.float64).clamp(0, self.T - 1)
-        table = getattr(self, name).to(t.device)
+        table = self.table(name, t.device)
         lo = t.floor().long()
         hi = (lo + 1).clamp(max=self.T - 1)
         frac = t - lo
@@ -117,7 +127,7 @@ class DiscreteProcess:
         t64 = t.to(torch.float64).clamp(0, self.T - 1)
         lo = t64.floor().long()
         hi = (lo + 1).clamp(max=self.T - 1)
-        log_snr_tab = self.log_snr.to(t.device)
+        log_snr_tab = self.table("log_snr", t.device)
         log_snr = torch.lerp(log_snr_tab[lo], log_snr_tab[hi], t64 - lo)
         return self._alpha_sigma_from_log_snr(log_snr, x)
 
@@ -132,7 +142,7 @@ class DiscreteProcess:
 
     def t_from_log_snr(self, log_snr):
         """Real-valued t at which the (interpolated) log-SNR equals `log_snr` [B]."""
-        table = self.log_snr.to(log_snr.device)
+        table = self.table("log_snr", log_snr.device)
         neg = -log_snr.to(torch.float64)
         idx = torch.searchsorted(-table, neg).clamp(1, self.T - 1)
         lo, hi = table[idx - 1], table[idx]
@@ -142,7 +152,7 @@ class DiscreteProcess:
     def model_time(self, t):
         """Network time input for (possibly fractional) grid index t."""
         t = t.to(torch.float64).clamp(0, self.T - 1)
-        table = self.timesteps.to(t.device)
+        table = self.table("timesteps", t.device)
         lo = t.floor().long()
         hi = (lo + 1).clamp(max=self.T - 1)
         return torch.lerp(table[lo], table[hi], t - lo).float()

@@ -14,12 +14,21 @@ __all__ = ["UniformSampler", "ImportanceSampler", "TIMESTEP_SAMPLERS"]
 class UniformSampler:
     def __init__(self, T):
         self.T = T
+        self._uniform = {}  # device -> the constant uniform table, copied there once
 
     def probabilities(self):
         return torch.full((self.T,), 1.0 / self.T, dtype=torch.float64)
 
+    def _probabilities_on(self, device):
+        if type(self).probabilities is not UniformSampler.probabilities:
+            return self.probabilities().to(device)
+        if device not in self._uniform:
+            self._uniform[device] = self.probabilities().to(device)
+        return self._uniform[device]
+
     def sample(self, batch_size, generator=None, device="cpu"):
-        p = self.probabilities()
+        """t drawn on the generator's device (a CUDA generator draws on the GPU)."""
+        p = self._probabilities_on(generator.device if generator is not None else torch.device("cpu"))
         t = torch.multinomial(p, batch_size, replacement=True, generator=generator)
         weight = 1.0 / (self.T * p[t])
         return t.to(device), weight.to(device=device, dtype=torch.float32)

@@ -51,15 +51,19 @@ def warmup_lr(step, base_lr, warmup_steps):
 
 
 def training_step(net, objective, optimizer, x0, timestep_sampler, generator=None,
-                  grad_clip=1.0, ema=None, lr=None):
+                  grad_clip=1.0, ema=None, lr=None, forward=None):
     """One optimizer step on a batch x0; returns (loss, t, per-example losses) on the device.
 
     The loss minimized is mean(weight * L) with the timestep sampler's importance weights.
+    `forward` is the module the loss calls in place of `net` (the same parameters seen
+    through DDP, torch.compile or autocast); the EMA always follows `net` itself. Noise is
+    drawn on the generator's device, so a CUDA generator never round-trips through the host.
     """
     device = x0.device
     t, weight = timestep_sampler.sample(x0.shape[0], generator=generator, device=device)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(device)
-    terms = objective(net, x0, t, eps)
+    noise_device = generator.device if generator is not None else "cpu"
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=noise_device).to(device)
+    terms = objective(net if forward is None else forward, x0, t, eps)
     loss = (terms["loss"] * weight).mean()
     if lr is not None:
         for group in optimizer.param_groups:

@@ -41,6 +41,7 @@ METRICS = {
     "nll_bpd": "heldout",
     "nn_ratio": "train", "near_copy_fraction": "train",
 }
+BEST = ("fid_best", "fid_best_step")  # the lowest FID over EMA snapshots and its step
 # Differences to the baseline: (metric, its bootstrap resamples in the cell's JSON).
 COMPARED = {"fid": "fid_boot", "fid_heldout_matched": "fid_heldout_matched_boot"}
 
@@ -76,6 +77,10 @@ def collect(params, results):
         for metric, against in METRICS.items():
             rows.append({**base, "metric": metric, "against": against,
                          "n_images": _n_images(metric, result, params), "value": result.get(metric)})
+        for metric in BEST:  # only with train.eval_every snapshots
+            if metric in result:
+                rows.append({**base, "metric": metric, "against": "train" if metric == "fid_best" else "",
+                             "n_images": params.metrics.snapshot_samples, "value": result[metric]})
     return pd.DataFrame(rows)
 
 
@@ -288,6 +293,9 @@ def to_markdown(table, params, reference):
     s, m = params.stats, params.metrics
     n = params.sample.num_samples
     n_matched = reference["matched_n"]
+    inception = reference.get("feature_extractor", "classifier") == "inception-v3-compat"
+    extractor = "torch-fidelity's InceptionV3 (inception-v3-compat)" if inception else "the offline classifier"
+    comparable = "comparable" if inception and params.data.name == "cifar10" else "for the ordering only"
     header = "| " + " | ".join(table.columns) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
@@ -296,8 +304,8 @@ def to_markdown(table, params, reference):
         f"One row per cell, or per group of seed replicates (cells that differ only in train.seed); "
         f"n is the number of seeds that finished. Values are means over seeds, ± the half-width of "
         f"their {s.confidence:.0%} t-interval (shown when n >= 2; with 2 or 3 seeds it is wide, "
-        f"which is the honest answer). IS, FID and KID come from torch-fidelity with the offline "
-        f"classifier as feature extractor. **train** columns score against the training set (the "
+        f"which is the honest answer). IS, FID and KID come from torch-fidelity with {extractor} "
+        f"as feature extractor. **train** columns score against the training set (the "
         f"paper's protocol, which rewards copying training images); **held-out** columns score "
         f"against the {reference['rows']['heldout']['n']} held-out images no model saw. "
         f"FID train uses all {n} samples ({params.sample.sampler}, {params.sample.steps} steps). "
@@ -320,7 +328,7 @@ def to_markdown(table, params, reference):
         f"nearest training image over the same for held-out images (1.0: no closer to the training "
         f"set than new real data; 0: exact copies); copies % is the share of samples within "
         f"{m.copy_threshold:g} of a training image. NLL is the held-out VLB in bits/dim. Paper "
-        f"columns: Ho et al. 2020 Table 2 on CIFAR-10 (Inception features), for the ordering only; "
+        f"columns: Ho et al. 2020 Table 2 on CIFAR-10 (Inception features), {comparable}; "
         f"'-' marks a cell that diverged.",
     ]
     return "\n".join([header, rule, *body, *notes]) + "\n"

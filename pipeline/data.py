@@ -57,30 +57,99 @@ def load_fashion_mnist(path=None):
                      "dataset-fashion-mnist or set data.path to a folder holding them")
 
 
-def load_cifar10(path=None):
-    if path:
-        batches = sorted(Path(path).rglob("data_batch_*"))
-        if not batches:
-            raise StageError(f"cifar10: no data_batch_* files under data.path = {path}")
-        xs, ys = [], []
-        for batch in batches:
-            with open(batch, "rb") as f:
-                d = pickle.load(f, encoding="bytes")  # the data set's own format; trusted local file
-            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[b"labels"], dtype=np.int64))
-        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)), 256
-    try:
-        from .fidelity import install_torchvision_op_shim
+CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_TEST = "test_batch"
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR_DOWNLOAD_ROOT = "data/cifar10-download"
+CIFAR_HINT = (f"set data.path to a folder holding CIFAR-10's python batches ({CIFAR_TRAIN[0]}..5, "
+              f"{CIFAR_TEST}) or {CIFAR_ARCHIVE}, or set data.path: null where the network allows "
+              "torchvision's download")
 
-        install_torchvision_op_shim()
-        from torchvision import datasets
-        ds = datasets.CIFAR10(root="data/cifar10-download", train=True, download=True)
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR-10's batches (dicts of numpy arrays, lists and bytes) and nothing
+    else: any other global in the file is refused instead of executed."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing {module}.{name}")
+        if module == "numpy.core.multiarray" and np.lib.NumpyVersion(np.__version__) >= "2.0.0":
+            module = "numpy._core.multiarray"  # the batches were pickled by numpy 1.x
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(f, where):
+    try:
+        d = _ArrayUnpickler(f, encoding="bytes").load()
+        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return x, np.asarray(d[b"labels"], dtype=np.int64)
     except Exception as err:
-        raise StageError("cifar10: could not download through torchvision "
-                         f"({type(err).__name__}); set data.path to a local folder holding "
-                         "CIFAR-10's python batches (data_batch_1..5)") from None
-    x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor(ds.targets, dtype=torch.long), 256
+        raise StageError(f"cifar10: {where} is not a CIFAR-10 python batch ({type(err).__name__}: {err})"
+                         .splitlines()[0]) from None
+
+
+def _cifar_from_folder(path, names):
+    """{name: (images, labels)} for the batch names found under path (files or the archive)."""
+    found = {}
+    for name in names:
+        candidate = next(iter(sorted(Path(path).rglob(name))), None)
+        if candidate is not None:
+            with open(candidate, "rb") as f:
+                found[name] = _read_cifar_batch(f, candidate)
+    archive = next(iter(sorted(Path(path).rglob(CIFAR_ARCHIVE))), None)
+    if archive is not None and len(found) < len(names):
+        import tarfile
+
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                name = Path(member.name).name
+                if name in names and name not in found and member.isfile():
+                    found[name] = _read_cifar_batch(tar.extractfile(member), f"{archive}:{member.name}")
+    return found
+
+
+def _download_cifar10(root, train):
+    """torchvision's CIFAR10 (downloads once into root); a stalled network times out."""
+    import socket
+
+    from .fidelity import install_torchvision_op_shim
+
+    install_torchvision_op_shim()
+    from torchvision import datasets
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(60)
+    try:
+        ds = datasets.CIFAR10(root=root, train=train, download=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+    return np.asarray(ds.data).transpose(0, 3, 1, 2), np.asarray(ds.targets, dtype=np.int64)
+
+
+def load_cifar10(path=None, with_test=False):
+    """CIFAR-10's 50000 training images (and with_test, its 10000 test images) as uint8
+    [N, 3, 32, 32], from data.path (the python batches or the archive) or torchvision."""
+    names = CIFAR_TRAIN + ((CIFAR_TEST,) if with_test else ())
+    if path:
+        found = _cifar_from_folder(path, names)
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise StageError(f"cifar10: {', '.join(missing)} not found under data.path = {path}; {CIFAR_HINT}")
+        parts = [tuple(np.concatenate(a) for a in zip(*(found[n] for n in CIFAR_TRAIN)))]
+        if with_test:
+            parts.append(found[CIFAR_TEST])
+    else:
+        try:
+            parts = [_download_cifar10(CIFAR_DOWNLOAD_ROOT, train) for train in (True, False)[: 1 + with_test]]
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}".splitlines()[0]
+            raise StageError(f"cifar10: data.path is null and torchvision could not download CIFAR-10 "
+                             f"({reason}); {CIFAR_HINT}") from None
+    out = [(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), 256) for x, y in parts]
+    return tuple(out) if with_test else out[0]
 
 
 def load_swiss_roll(n=4000, seed=0):
@@ -91,14 +160,17 @@ def load_swiss_roll(n=4000, seed=0):
     return xy, torch.zeros(n, dtype=torch.long), None
 
 
-def load_dataset(name, path=None):
-    """(images or points, labels, levels) for a data set name from params.data.name."""
+def load_dataset(name, path=None, with_test=False):
+    """(images or points, labels, levels) for a data set name from params.data.name; with_test
+    (cifar10 only): ((train images, labels, levels), (test images, labels, levels))."""
+    if with_test and name != "cifar10":
+        raise StageError(f"{name}: no test split here; use data.heldout_fraction > 0")
+    if name == "cifar10":
+        return load_cifar10(path, with_test)
     if name == "digits":
         return load_digits()
     if name == "fashion_mnist":
         return load_fashion_mnist(path)
-    if name == "cifar10":
-        return load_cifar10(path)
     if name == "swiss_roll":
         return load_swiss_roll()
     raise StageError(f"unknown data set {name!r}")

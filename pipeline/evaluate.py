@@ -6,6 +6,8 @@ with the reference stage's floors); FID on bootstrap resamples of the samples (t
 on features extracted once) for the aggregate's intervals; the nearest-training-neighbour
 memorization check; and the NLL in bits/dim on held-out data (the full T-step variational
 bound, Ho et al. 2020 Table 1).
+With EMA snapshots from `train.eval_every`, also FID against training step and the best of
+them, the number DDPM reports. Sampling and NLL run on `metrics.device`.
 """
 
 import argparse
@@ -17,34 +19,55 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffusion import Denoiser, vlb_bits_per_dim
+from diffusion import vlb_bits_per_dim
 
-from .build import build_net, build_process
+from . import accel
 from .data import to_model
 from . import stats
 from .fidelity import (_to_unit_range, cached_reference_features, compute_metrics, extract_features,
-                       fid_from_statistics, fid_statistics, load_classifier)
+                       extractor_settings, fid_from_statistics, fid_statistics, load_classifier)
 from .io import load_json, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
 from .provenance import provenance
 from .reference import fid_at_n, flat, flat_images, matched_n
+from .sample import draw_samples, load_denoiser
 
 
-def heldout_nll(params, state, heldout, levels):
-    """Mean VLB (bits/dim) of the EMA model on the first metrics.nll_examples held-out images."""
+def heldout_nll(params, state, heldout, levels, device=torch.device("cpu")):
+    """Mean VLB (bits/dim) of the EMA model on the first metrics.nll_examples held-out images,
+    sample.batch_size images at a time on `device`."""
     config = json.loads(state["config"])
-    x0 = to_model(heldout["images"][: params.metrics.nll_examples], levels)
-    process = build_process(params.process)
-    net = build_net(params.model, tuple(x0.shape[1:]), config["sigma"])
-    net.load_state_dict(state["ema"])
-    net.eval()
-    denoiser = Denoiser(net, config["parameterization"], process, config["sigma"])
-    generator = torch.Generator().manual_seed(params.metrics.seed)
-    bar = tqdm(total=process.T, desc=f"nll {config['cell']}", mininterval=1.0, disable=not sys.stderr.isatty())
+    x_all = to_model(heldout["images"][: params.metrics.nll_examples], levels)
+    denoiser = load_denoiser(params, state, tuple(x_all.shape[1:]), device)
+    generator = torch.Generator(device).manual_seed(params.metrics.seed)
+    chunks = torch.split(x_all, params.sample.batch_size)
+    T = denoiser.process.T
+    bar = tqdm(total=T * len(chunks), desc=f"nll {config['cell']}", mininterval=1.0,
+               disable=not sys.stderr.isatty())
+    bpd = []
     with torch.inference_mode():
-        bpd, _ = vlb_bits_per_dim(denoiser, x0, generator, levels=levels, callback=lambda i, n: bar.update(1))
+        for x0 in chunks:
+            bpd.append(vlb_bits_per_dim(denoiser, x0.to(device), generator, levels=levels,
+                                        callback=lambda i, n: bar.update(1))[0].cpu())
     bar.close()
-    return float(bpd.mean())
+    return float(torch.cat(bpd).mean())
+
+
+def fid_by_step(params, state, reference_images, levels, common, device):
+    """FID (and IS) of every EMA snapshot the train stage kept, on metrics.snapshot_samples
+    samples each; a snapshot with non-finite weights scores None."""
+    rows = []
+    shape = tuple(reference_images.shape[1:])
+    for snap in state.get("snapshots", []):
+        row = {"step": int(snap["step"]), "fid": None, "isc_mean": None}
+        if all(bool(torch.isfinite(v).all()) for v in snap["ema"].values() if v.is_floating_point()):
+            samples = draw_samples(params, state, shape, levels, device=device, weights=snap["ema"],
+                                   num_samples=params.metrics.snapshot_samples)
+            m = compute_metrics(samples, reference_images, **common)
+            row.update(fid=m["fid"], isc_mean=m["isc_mean"])
+        rows.append(row)
+        print(f"{json.loads(state['config'])['cell']}: step {row['step']} FID {row['fid']}", file=sys.stderr)
+    return rows
 
 
 @torch.no_grad()
@@ -56,19 +79,19 @@ def class_fractions(evaluator_path, images):
     return (counts.double() / len(images)).tolist()
 
 
-def sample_quality(params, samples, train, heldout, evaluator, cache_dir):
+def sample_quality(params, samples, train, heldout, evaluator, cache_dir, extractor):
     """Every sample-set metric of one cell, as flat JSON keys (see the module docstring)."""
     m = params.metrics
     x_train, x_held = train["images"], heldout["images"]
     common = dict(extractor_weights_path=evaluator, cache_root=cache_dir, seed=m.seed,
-                  kid_subset_size=m.kid_subset_size)
+                  kid_subset_size=m.kid_subset_size, **extractor)
     out = compute_metrics(samples, x_train, reference_cache_name="train", **common)
     held = compute_metrics(samples, x_held, reference_cache_name="heldout", **common)
     out.update(fid_heldout=held["fid"], kid_heldout_mean=held["kid_mean"], kid_heldout_std=held["kid_std"])
     # FID falls as the sample count grows: score n-subsets, as the floors are scored.
-    features = extract_features(samples, evaluator)
-    s_train = fid_statistics(cached_reference_features(x_train, evaluator, cache_dir, "train"))
-    s_held = fid_statistics(cached_reference_features(x_held, evaluator, cache_dir, "heldout"))
+    features = extract_features(samples, evaluator, **extractor)
+    s_train = fid_statistics(cached_reference_features(x_train, evaluator, cache_dir, "train", **extractor))
+    s_held = fid_statistics(cached_reference_features(x_held, evaluator, cache_dir, "heldout", **extractor))
     n, total = matched_n(params, len(x_held)), len(samples)
     rng = np.random.default_rng(m.seed)
     out["n_matched"] = n
@@ -102,6 +125,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     set_threads()
+    device = accel.resolve_device(params.metrics.device, "metrics.device")
+    accel.tune_for(device)
     cell = params.cells.get(args.cell)
     if cell is None:
         raise SystemExit(f"error: cell {args.cell!r} is not in {args.params}")
@@ -119,11 +144,25 @@ def main(argv=None):
     train, heldout = load_torch(args.train), load_torch(args.heldout)
     levels = int(train["levels"]) or None
     start = time.perf_counter()
-    result.update(sample_quality(params, samples["samples"], train, heldout, args.evaluator, args.cache_dir))
-    fractions = class_fractions(args.evaluator, samples["samples"])
-    result["min_class_fraction"] = min(fractions)
-    result["class_fractions"] = [round(f, 4) for f in fractions]
-    result["nll_bpd"] = heldout_nll(params, state, heldout, levels)
+    extractor = extractor_settings(params.metrics.feature_extractor, device)
+    result.update(sample_quality(params, samples["samples"], train, heldout, args.evaluator, args.cache_dir,
+                                 extractor))
+    if params.metrics.feature_extractor == "classifier":  # Inception's classes are not the data's
+        fractions = class_fractions(args.evaluator, samples["samples"])
+        result["min_class_fraction"] = min(fractions)
+        result["class_fractions"] = [round(f, 4) for f in fractions]
+    result["nll_bpd"] = heldout_nll(params, state, heldout, levels, device)
+    if state.get("snapshots"):
+        common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir,
+                      reference_cache_name="train", seed=params.metrics.seed,
+                      kid_subset_size=params.metrics.kid_subset_size, **extractor)
+        curve = fid_by_step(params, state, train["images"], levels, common, device)
+        scored = [r for r in curve if r["fid"] is not None]
+        result["fid_by_step"] = curve
+        if scored:
+            best = min(scored, key=lambda r: r["fid"])
+            result["fid_best"], result["fid_best_step"] = best["fid"], best["step"]
+    result["feature_extractor"] = extractor["feature_extractor"]
     result["n_samples"] = len(samples["samples"])
     result["seconds"] = round(time.perf_counter() - start, 2)
     save_json(result, args.out)

@@ -1,12 +1,24 @@
-"""Stage `evaluator`: train the small classifier that torch-fidelity uses as its feature
-extractor on offline data (logits for IS, penultimate features for FID/KID)."""
+"""Stage `evaluator`: the feature extractor's weights for torch-fidelity. With
+`metrics.feature_extractor: classifier`, train the small classifier used on offline data
+(logits for IS, penultimate features for FID/KID); with `inception-v3-compat`, train
+nothing: copy the checked Inception weights (local file or hub cache) to the output, so the
+DAG and the reference-statistics key stay the same and the weights reach every node."""
 
 import argparse
 import time
 
-from .fidelity import classifier_accuracy, save_classifier, train_classifier
+from . import inception
 from .io import load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
+
+
+def inception_weights(params, out):
+    source = inception.resolve_weights(params.metrics.inception_weights)
+    inception.copy_weights(source, out)
+    from .fidelity import file_sha256
+
+    return {"feature_extractor": inception.NAME, "weights_source": str(source),
+            "weights_sha256": file_sha256(out)}
 
 
 def main(argv=None):
@@ -19,13 +31,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     set_threads()
+    start = time.perf_counter()
+    if params.metrics.feature_extractor == inception.NAME:
+        result = {**inception_weights(params, args.out), "seconds": round(time.perf_counter() - start, 2)}
+        save_json(result, args.metrics)
+        print(f"evaluator: {inception.NAME} weights from {result['weights_source']}")
+        return
+    from .fidelity import classifier_accuracy, save_classifier, train_classifier
+
     train, heldout = load_torch(args.train), load_torch(args.heldout)
     e = params.evaluator
-    start = time.perf_counter()
     num_classes = int(train["labels"].max()) + 1
     model = train_classifier(train["images"], train["labels"], num_classes, steps=e.steps,
                              batch_size=e.batch_size, lr=e.lr, seed=e.seed, feature_dim=e.feature_dim)
     result = {
+        "feature_extractor": "classifier",
         "train_accuracy": classifier_accuracy(model, train["images"], train["labels"]),
         "heldout_accuracy": classifier_accuracy(model, heldout["images"], heldout["labels"]),
         "feature_dim": e.feature_dim,

@@ -48,6 +48,11 @@ this module only supplies what torch-fidelity needs to run here:
    extractor weights file and of the reference images
    (:func:`reference_cache_key`), so stale statistics are never reused.
 
+4. **torch-fidelity's own InceptionV3** (``inception-v3-compat``) for the paper-scale
+   metrics: every function takes ``feature_extractor`` (default: the classifier) and
+   ``cuda``; ``extractor_weights_path`` is then a local Inception state dict (checked by
+   :mod:`pipeline.inception`).  Gray images are replicated to RGB for it.
+
 Images everywhere are ``torch.uint8`` tensors of shape ``[N, C, H, W]``
 (C = 1 or 3), as torch-fidelity expects them.
 """
@@ -510,11 +515,17 @@ def _register_feature_extractor(tf) -> None:
 _register_feature_extractor(_tf)
 
 
-class UInt8ImageDataset(torch.utils.data.Dataset):
-    """Wrap a uint8 tensor [N, C, H, W] as the Dataset torch-fidelity expects (yields uint8 CHW)."""
+INCEPTION_NAME = "inception-v3-compat"
 
-    def __init__(self, images: torch.Tensor):
+
+class UInt8ImageDataset(torch.utils.data.Dataset):
+    """Wrap a uint8 tensor [N, C, H, W] as the Dataset torch-fidelity expects (yields uint8 CHW).
+    ``rgb=True`` replicates gray images to three channels (InceptionV3 takes RGB only)."""
+
+    def __init__(self, images: torch.Tensor, rgb: bool = False):
         _check_images(images)
+        if rgb and images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
         self.images = images.contiguous()
 
     def __len__(self) -> int:
@@ -522,6 +533,13 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.images[i]
+
+
+def extractor_settings(feature_extractor: str, device: torch.device) -> dict[str, Any]:
+    """``feature_extractor`` and ``cuda`` kwargs of these functions for params.metrics'
+    ``feature_extractor`` setting (``classifier`` or a torch-fidelity name) and a device."""
+    name = FEATURE_EXTRACTOR_NAME if feature_extractor == "classifier" else feature_extractor
+    return {"feature_extractor": name, "cuda": device.type == "cuda"}
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -549,21 +567,26 @@ def reference_cache_key(reference_uint8: torch.Tensor, extractor_weights_path: s
             f"-d{_tensor_sha256(reference_uint8)[:16]}")
 
 
-def reference_cache_files(cache_root: str | os.PathLike, cache_key: str) -> list[str]:
+def reference_cache_files(cache_root: str | os.PathLike, cache_key: str,
+                          feature_extractor: str = FEATURE_EXTRACTOR_NAME) -> list[str]:
     """Files torch-fidelity reads for a cached reference (features for IS/FID/KID + FID stats)."""
-    layers = sorted({ClassifierFeatureExtractor.get_default_feature_layer_for_metric(m) for m in ("isc", "fid", "kid")})
-    prefix = os.path.join(os.fspath(cache_root), f"{cache_key}-{FEATURE_EXTRACTOR_NAME}")
-    fid_layer = ClassifierFeatureExtractor.get_default_feature_layer_for_metric("fid")
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    cls = FEATURE_EXTRACTORS_REGISTRY[feature_extractor]
+    layers = sorted({cls.get_default_feature_layer_for_metric(m) for m in ("isc", "fid", "kid")})
+    prefix = os.path.join(os.fspath(cache_root), f"{cache_key}-{feature_extractor}")
+    fid_layer = cls.get_default_feature_layer_for_metric("fid")
     return [f"{prefix}-features-{layer}.pt" for layer in layers] + [f"{prefix}-stat-fid-{fid_layer}.pt"]
 
 
-def _common_kwargs(extractor_weights_path, seed: int, batch_size: int) -> dict[str, Any]:
+def _common_kwargs(extractor_weights_path, seed: int, batch_size: int,
+                   feature_extractor: str = FEATURE_EXTRACTOR_NAME, cuda: bool = False) -> dict[str, Any]:
     return dict(
-        cuda=False,
+        cuda=bool(cuda),
         isc=True,
         fid=True,
         kid=True,
-        feature_extractor=FEATURE_EXTRACTOR_NAME,
+        feature_extractor=feature_extractor,
         feature_extractor_weights_path=os.fspath(extractor_weights_path),
         batch_size=int(batch_size),
         rng_seed=int(seed),
@@ -580,6 +603,8 @@ def precompute_reference(
     reference_cache_name: str,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    feature_extractor: str = FEATURE_EXTRACTOR_NAME,
+    cuda: bool = False,
 ) -> dict[str, Any]:
     """Fill torch-fidelity's cache in ``cache_root`` with the reference features and FID statistics.
 
@@ -591,15 +616,15 @@ def precompute_reference(
     tf = import_torch_fidelity()
     key = reference_cache_key(reference_uint8, extractor_weights_path, reference_cache_name)
     os.makedirs(cache_root, exist_ok=True)
-    ds = UInt8ImageDataset(reference_uint8)
-    kwargs = _common_kwargs(extractor_weights_path, 0, batch_size)
+    ds = UInt8ImageDataset(reference_uint8, rgb=feature_extractor == INCEPTION_NAME)
+    kwargs = _common_kwargs(extractor_weights_path, 0, batch_size, feature_extractor, cuda)
     kwargs.update(
         input1=ds, input2=ds, input1_cache_name=key, input2_cache_name=key,
         cache=True, cache_root=os.fspath(cache_root),
         kid_subsets=1, kid_subset_size=min(2, len(ds)),  # KID itself is irrelevant here
     )
     out = tf.calculate_metrics(**kwargs)
-    files = reference_cache_files(cache_root, key)
+    files = reference_cache_files(cache_root, key, feature_extractor)
     missing = [f for f in files if not os.path.exists(f)]
     if missing:
         raise RuntimeError(f"torch-fidelity did not write the expected cache files: {missing}")
@@ -624,6 +649,8 @@ def compute_metrics(
     isc_splits: int = 10,
     batch_size: int = DEFAULT_BATCH_SIZE,
     require_reference_cache: bool = True,
+    feature_extractor: str = FEATURE_EXTRACTOR_NAME,
+    cuda: bool = False,
 ) -> dict[str, float]:
     """IS of ``samples_uint8``; FID and KID of samples vs ``reference_uint8`` (torch-fidelity).
 
@@ -644,17 +671,18 @@ def compute_metrics(
     if (cache_root is None) != (reference_cache_name is None):
         raise ValueError("give both cache_root and reference_cache_name, or neither")
     tf = import_torch_fidelity()
-    kwargs = _common_kwargs(extractor_weights_path, seed, batch_size)
+    rgb = feature_extractor == INCEPTION_NAME
+    kwargs = _common_kwargs(extractor_weights_path, seed, batch_size, feature_extractor, cuda)
     kwargs.update(
-        input1=UInt8ImageDataset(samples_uint8),
-        input2=UInt8ImageDataset(reference_uint8),
+        input1=UInt8ImageDataset(samples_uint8, rgb=rgb),
+        input2=UInt8ImageDataset(reference_uint8, rgb=rgb),
         kid_subsets=int(kid_subsets),
         kid_subset_size=int(min(kid_subset_size, n1, n2)),
         isc_splits=int(isc_splits),
     )
     if cache_root is not None:
         key = reference_cache_key(reference_uint8, extractor_weights_path, reference_cache_name)
-        missing = [f for f in reference_cache_files(cache_root, key) if not os.path.exists(f)]
+        missing = [f for f in reference_cache_files(cache_root, key, feature_extractor) if not os.path.exists(f)]
         if missing and require_reference_cache:
             raise FileNotFoundError(
                 f"reference cache {key!r} not found in {os.fspath(cache_root)} (missing {missing}); "
@@ -673,20 +701,28 @@ def compute_metrics(
     }
 
 
+def _fid_layer(feature_extractor: str) -> str:
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    return FEATURE_EXTRACTORS_REGISTRY[feature_extractor].get_default_feature_layer_for_metric("fid")
+
+
 def extract_features(images: torch.Tensor, extractor_weights_path: str | os.PathLike,
-                     batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
-    """The FID features [N, D] of uint8 images, by the registered extractor through
+                     batch_size: int = DEFAULT_BATCH_SIZE, feature_extractor: str = FEATURE_EXTRACTOR_NAME,
+                     cuda: bool = False) -> torch.Tensor:
+    """The FID features [N, D] of uint8 images, by the chosen extractor through
     torch-fidelity's extraction loop (the same features ``calculate_metrics`` uses)."""
     _check_images(images)
     import_torch_fidelity()
     from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-    layer = ClassifierFeatureExtractor.get_default_feature_layer_for_metric("fid")
-    extractor = create_feature_extractor(FEATURE_EXTRACTOR_NAME, [layer], cuda=False, verbose=False,
+    layer = _fid_layer(feature_extractor)
+    extractor = create_feature_extractor(feature_extractor, [layer], cuda=cuda, verbose=False,
                                          feature_extractor_weights_path=os.fspath(extractor_weights_path))
-    features = get_featuresdict_from_dataset(UInt8ImageDataset(images), extractor, int(batch_size),
-                                             cuda=False, save_cpu_ram=True, verbose=False)
-    return features[layer]
+    dataset = UInt8ImageDataset(images, rgb=feature_extractor == INCEPTION_NAME)
+    features = get_featuresdict_from_dataset(dataset, extractor, int(batch_size),
+                                             cuda=cuda, save_cpu_ram=True, verbose=False)
+    return features[layer].cpu()
 
 
 def fid_statistics(features: torch.Tensor) -> dict[str, Any]:
@@ -705,12 +741,14 @@ def fid_from_statistics(stat_1: dict[str, Any], stat_2: dict[str, Any]) -> float
 
 
 def cached_reference_features(reference_uint8: torch.Tensor, extractor_weights_path: str | os.PathLike,
-                              cache_root: str | os.PathLike, reference_cache_name: str) -> torch.Tensor:
+                              cache_root: str | os.PathLike, reference_cache_name: str,
+                              feature_extractor: str = FEATURE_EXTRACTOR_NAME, cuda: bool = False) -> torch.Tensor:
     """The FID features of a reference set, read from the cache :func:`precompute_reference`
     wrote (a plain tensor, loaded weights-only), so no stage extracts them twice."""
+    import_torch_fidelity()
     key = reference_cache_key(reference_uint8, extractor_weights_path, reference_cache_name)
-    layer = ClassifierFeatureExtractor.get_default_feature_layer_for_metric("fid")
-    path = os.path.join(os.fspath(cache_root), f"{key}-{FEATURE_EXTRACTOR_NAME}-features-{layer}.pt")
+    layer = _fid_layer(feature_extractor)
+    path = os.path.join(os.fspath(cache_root), f"{key}-{feature_extractor}-features-{layer}.pt")
     if not os.path.exists(path):
         raise FileNotFoundError(f"reference features {path} not found; run precompute_reference first")
     return torch.load(path, map_location="cpu", weights_only=True)

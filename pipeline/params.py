@@ -20,6 +20,10 @@ import hashlib
 import yaml
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "swiss_roll")
+TEST_SPLITS = ("cifar10",)            # data sets whose own test split can be the held-out set
+DEVICES = ("auto", "cpu", "cuda")     # auto: cuda when torch sees a GPU, else cpu
+PRECISIONS = ("fp32", "bf16")
+FEATURE_EXTRACTORS = ("classifier", "inception-v3-compat")
 SLUG = re.compile(r"^[a-z0-9_]+$")
 CELL_ID = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)*$")
 REPLICATE_SUFFIX = re.compile(r"-s([0-9]+)$")
@@ -32,7 +36,7 @@ class ParamsError(ValueError):
 @dataclass(frozen=True)
 class Data:
     name: str = "digits"
-    heldout_fraction: float = 0.2
+    heldout_fraction: float = 0.2       # 0: the data set's own test split (cifar10)
     split_seed: int = 0
     path: typing.Optional[str] = None   # local folder for data sets that are not shipped
     random_flip: bool = False
@@ -76,6 +80,11 @@ class Train:
     checkpoint_every: int = 1000
     log_every: int = 100
     seed: int = 0
+    device: str = "auto"              # auto | cpu | cuda
+    precision: str = "fp32"           # fp32 | bf16 (autocast around the network)
+    compile: bool = False             # torch.compile the network's forward
+    gpus: int = 1                     # > 1: DDP, the stage relaunches itself under torchrun
+    eval_every: int = 0               # > 0: keep an EMA snapshot every so many steps (FID vs step)
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,7 @@ class Sample:
     batch_size: int = 1000
     clip_x0: bool = True
     seed: int = 1
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,10 @@ class Metrics:
     resamples: int = 200          # bootstrap resamples of each cell's samples (FID on cached features)
     copy_threshold: float = 1.0   # L2 distance in [-1, 1] pixel space that makes a near-copy
     seed: int = 2
+    feature_extractor: str = "classifier"           # or inception-v3-compat (torch-fidelity's)
+    inception_weights: typing.Optional[str] = None  # local Inception weights; null: download once
+    snapshot_samples: int = 1000                    # samples per EMA snapshot (train.eval_every)
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -245,6 +259,13 @@ def _check_train(train, path):
     _choice(train.vlb_scale, ("ddpm", "rescaled"), f"{path}.vlb_scale")
     _choice(train.timestep_sampler, TIMESTEP_SAMPLERS, f"{path}.timestep_sampler")
     _positive(train.min_snr_gamma, f"{path}.min_snr_gamma")
+    _choice(train.device, DEVICES, f"{path}.device")
+    _choice(train.precision, PRECISIONS, f"{path}.precision")
+    _positive(train.gpus, f"{path}.gpus")
+    _positive(train.eval_every, f"{path}.eval_every", zero_ok=True)
+    if train.batch_size % train.gpus:
+        raise ParamsError(f"{path}.batch_size: {train.batch_size} is not divisible by "
+                          f"{path}.gpus = {train.gpus} (the batch is split across processes)")
 
 
 def _check(p: Params):
@@ -254,8 +275,12 @@ def _check(p: Params):
     from diffusion.nets import NETWORKS
 
     _choice(p.data.name, DATASETS, "data.name")
-    if not 0 < p.data.heldout_fraction < 1:
-        raise ParamsError(f"data.heldout_fraction: must be in (0, 1), got {p.data.heldout_fraction!r}")
+    if p.data.heldout_fraction == 0 and p.data.name not in TEST_SPLITS:
+        raise ParamsError(f"data.heldout_fraction: 0 (the data set's own test split) is only available "
+                          f"for {', '.join(TEST_SPLITS)}; use a fraction in (0, 1)")
+    if not 0 <= p.data.heldout_fraction < 1:
+        raise ParamsError(f"data.heldout_fraction: must be in (0, 1), or 0 for the test split, "
+                          f"got {p.data.heldout_fraction!r}")
     if p.data.path is not None and not Path(p.data.path).exists():
         raise ParamsError(f"data.path: {p.data.path} does not exist")
     _choice(p.process.kind, ("vp", "ve"), "process.kind")
@@ -307,8 +332,17 @@ def _check(p: Params):
         raise ParamsError(f"sample.steps: {p.sample.steps} is more than process.T = {p.process.T}")
     for name in ("steps", "batch_size", "lr", "feature_dim"):
         _positive(getattr(p.evaluator, name), f"evaluator.{name}")
+    _choice(p.sample.device, DEVICES, "sample.device")
     _positive(p.metrics.kid_subset_size, "metrics.kid_subset_size")
     _positive(p.metrics.nll_examples, "metrics.nll_examples")
+    _choice(p.metrics.feature_extractor, FEATURE_EXTRACTORS, "metrics.feature_extractor")
+    _choice(p.metrics.device, DEVICES, "metrics.device")
+    if p.metrics.inception_weights is not None and not Path(p.metrics.inception_weights).is_file():
+        raise ParamsError(f"metrics.inception_weights: {p.metrics.inception_weights} does not exist "
+                          "(a local copy of torch-fidelity's Inception weights, or null to download them)")
+    if p.metrics.snapshot_samples < 10:
+        raise ParamsError(f"metrics.snapshot_samples: must be >= 10 (IS uses 10 splits), "
+                          f"got {p.metrics.snapshot_samples!r}")
     if p.metrics.kid_subset_size > p.sample.num_samples:
         raise ParamsError(f"metrics.kid_subset_size: {p.metrics.kid_subset_size} is larger than "
                           f"sample.num_samples = {p.sample.num_samples}")

@@ -15,10 +15,10 @@ import argparse
 import numpy as np
 import torch
 
-from . import stats
+from . import accel, stats
 from .data import to_model
-from .fidelity import (cached_reference_features, compute_metrics, extract_features, fid_from_statistics,
-                       fid_statistics, precompute_reference)
+from .fidelity import (cached_reference_features, compute_metrics, extract_features, extractor_settings,
+                       fid_from_statistics, fid_statistics, precompute_reference)
 from .io import StageError, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
 
@@ -64,20 +64,22 @@ def main(argv=None):
     train, heldout = load_torch(args.train), load_torch(args.heldout)
     x_train, x_held = train["images"], heldout["images"]
     levels = int(train["levels"]) or None
-    ref = precompute_reference(x_train, args.evaluator, args.cache_dir, "train")
-    precompute_reference(x_held, args.evaluator, args.cache_dir, "heldout")
+    extractor = extractor_settings(params.metrics.feature_extractor,
+                                   accel.resolve_device(params.metrics.device, "metrics.device"))
+    ref = precompute_reference(x_train, args.evaluator, args.cache_dir, "train", **extractor)
+    precompute_reference(x_held, args.evaluator, args.cache_dir, "heldout", **extractor)
     m = params.metrics
     n = matched_n(params, len(x_held))
-    common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir, seed=m.seed,
+    common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir, seed=m.seed, **extractor,
                   kid_subset_size=m.kid_subset_size)
     vs_train, vs_held = dict(common, reference_cache_name="train"), dict(common, reference_cache_name="heldout")
     generator = torch.Generator().manual_seed(m.seed)
     noise = torch.randint(0, 256, (params.sample.num_samples, *x_train.shape[1:]), generator=generator,
                           dtype=torch.uint8)
-    f_train = cached_reference_features(x_train, args.evaluator, args.cache_dir, "train")
-    f_held = cached_reference_features(x_held, args.evaluator, args.cache_dir, "heldout")
+    f_train = cached_reference_features(x_train, args.evaluator, args.cache_dir, "train", **extractor)
+    f_held = cached_reference_features(x_held, args.evaluator, args.cache_dir, "heldout", **extractor)
     s_train, s_held = fid_statistics(f_train), fid_statistics(f_held)
-    f_noise = extract_features(noise, args.evaluator)
+    f_noise = extract_features(noise, args.evaluator, **extractor)
     rng = np.random.default_rng(m.seed)
     pixels = {"train": flat_images(x_train, levels), "heldout": flat_images(x_held, levels),
               "noise": flat_images(noise, levels)}
@@ -101,7 +103,7 @@ def main(argv=None):
                   **flat("fid_matched", fid_at_n(f_noise, s_train, n, params, rng)),
                   **flat("fid_heldout_matched", fid_at_n(f_noise, s_held, n, params, rng)), **copying("noise")},
     }
-    save_json({"cache_key": ref["cache_key"], "matched_n": n, "copy_threshold": m.copy_threshold,
+    save_json({"cache_key": ref["cache_key"], "feature_extractor": extractor["feature_extractor"], "matched_n": n, "copy_threshold": m.copy_threshold,
                "rows": rows}, args.out)
     print(f"reference: at n = {n}, held-out FID vs train {rows['heldout']['fid_matched']:.3f}, training "
           f"images FID vs held-out {rows['train']['fid_heldout_matched']:.3f}, noise FID vs train "

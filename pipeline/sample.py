@@ -1,5 +1,8 @@
 """Stage `sample`: draw N samples from one cell's EMA weights with the configured sampler,
-quantized to the data's grey levels; saved as a uint8 tensor file and a PNG grid."""
+quantized to the data's grey levels; saved as a uint8 tensor file and a PNG grid.
+
+Samples are drawn `sample.batch_size` at a time on `sample.device` (a GPU when `auto` finds
+one), with the noise drawn on that device; each finished batch moves to the host."""
 
 import argparse
 import json
@@ -12,6 +15,7 @@ from tqdm import tqdm
 
 from diffusion import SAMPLERS, Denoiser
 
+from . import accel
 from .build import build_net, build_process
 from .data import quantize
 from .io import load_torch, run_stage, save_figure, save_torch, set_threads
@@ -50,28 +54,39 @@ def save_grid_png(images, path, title=None):
     plt.close(fig)
 
 
-def draw_samples(params, model_state, data_shape, levels, progress=True):
-    """Sample params.sample.num_samples examples (quantized uint8) from a trained cell."""
+def load_denoiser(params, model_state, data_shape, device=torch.device("cpu"), weights=None, clip_x0=False):
+    """The Denoiser of a trained cell on `device`, from its EMA weights (or `weights`)."""
+    config = json.loads(model_state["config"])
+    net = build_net(params.model, data_shape, config["sigma"])
+    net.load_state_dict(model_state["ema"] if weights is None else weights)
+    channels_last = accel.uses_channels_last(device, params.model)
+    net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
+    net.eval()
+    return Denoiser(accel.Forward(net, channels_last=channels_last), config["parameterization"],
+                    build_process(params.process), config["sigma"], clip_x0=clip_x0)
+
+
+def draw_samples(params, model_state, data_shape, levels, progress=True, device=torch.device("cpu"),
+                 weights=None, num_samples=None):
+    """Sample num_samples (default params.sample.num_samples) examples, quantized to uint8,
+    from a trained cell's EMA weights (or the snapshot `weights`), in batches on `device`."""
     config = json.loads(model_state["config"])
     s = params.sample
-    process = build_process(params.process)
-    net = build_net(params.model, data_shape, config["sigma"])
-    net.load_state_dict(model_state["ema"])
-    net.eval()
-    denoiser = Denoiser(net, config["parameterization"], process, config["sigma"], clip_x0=s.clip_x0)
+    num_samples = s.num_samples if num_samples is None else num_samples
+    denoiser = load_denoiser(params, model_state, data_shape, device, weights, clip_x0=s.clip_x0)
     # A replicate's train seed also moves the sampling noise (Params.cell_sample_seed).
-    generator = torch.Generator().manual_seed(s.seed + int(config["train"]["seed"]))
+    generator = torch.Generator(device).manual_seed(s.seed + int(config["train"]["seed"]))
     sampler = SAMPLERS[s.sampler]
     batches = []
-    total = math.ceil(s.num_samples / s.batch_size)
+    total = math.ceil(num_samples / s.batch_size)
     bar = tqdm(total=total * s.steps, desc=f"sample {config['cell']}", mininterval=1.0,
                disable=not (progress and sys.stderr.isatty()))
     with torch.inference_mode():
         for b in range(total):
-            n = min(s.batch_size, s.num_samples - b * s.batch_size)
-            x = sampler(denoiser, (n, *data_shape), steps=s.steps, generator=generator,
+            n = min(s.batch_size, num_samples - b * s.batch_size)
+            x = sampler(denoiser, (n, *data_shape), steps=s.steps, generator=generator, device=device,
                         callback=lambda i, k: bar.update(1))
-            batches.append(x)
+            batches.append(x.cpu())
     bar.close()
     x = torch.cat(batches)
     return quantize(x, levels) if levels else x
@@ -87,6 +102,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     set_threads()
+    device = accel.resolve_device(params.sample.device, "sample.device")
+    accel.tune_for(device)
     state = load_torch(args.model)
     data = load_torch(args.data)
     levels = int(data["levels"]) or None
@@ -98,11 +115,11 @@ def main(argv=None):
         print(f"{cell}: {state['status']}, no samples drawn")
         return
     start = time.perf_counter()
-    samples = draw_samples(params, state, data_shape, levels)
+    samples = draw_samples(params, state, data_shape, levels, device=device)
     seconds = time.perf_counter() - start
-    save_torch({"status": "ok", "samples": samples, "seconds": seconds}, args.out)
+    save_torch({"status": "ok", "samples": samples, "seconds": seconds, "device": str(device)}, args.out)
     save_grid_png(samples, args.grid, title=f"{cell} ({params.sample.sampler}, {params.sample.steps} steps)")
-    print(f"{cell}: {len(samples)} samples in {seconds:.1f} s")
+    print(f"{cell}: {len(samples)} samples in {seconds:.1f} s on {device}")
 
 
 if __name__ == "__main__":

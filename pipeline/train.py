@@ -5,6 +5,12 @@ atomically every `train.checkpoint_every` steps to `--checkpoint`; a rerun after
 resumes there and ends with the same weights as an uninterrupted run. A loss that becomes
 NaN/inf stops the cell cleanly: it is recorded as diverged with its step, and the later
 stages skip it.
+
+On a GPU (`train.device`) the data set, the batches and every random draw live on the
+device, so no step waits on the host; `train.precision: bf16` runs the network under
+autocast, `train.compile` compiles it, and `train.gpus: N > 1` relaunches this stage under
+torchrun as N DDP processes, each drawing batch_size / N examples. `train.eval_every`
+keeps EMA snapshots in the output for the evaluate stage's FID-vs-step curve.
 """
 
 import argparse
@@ -22,6 +28,7 @@ from tqdm import tqdm
 
 from diffusion import EMA, TIMESTEP_SAMPLERS, training_step, warmup_lr
 
+from . import accel
 from .build import build_net, build_objective, build_process
 from .data import to_model
 from .io import atomic_path, load_torch, run_stage, save_json, save_torch, set_threads
@@ -47,8 +54,8 @@ def fingerprint(config):
 
 
 def _random_flip(x0, generator):
-    flip = torch.rand(x0.shape[0], generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    flip = torch.rand(x0.shape[0], generator=generator, device=generator.device) < 0.5
+    return torch.where(flip[:, None, None, None].to(x0.device), x0.flip(-1), x0)
 
 
 @torch.no_grad()
@@ -57,8 +64,8 @@ def loss_profile(objective, net, x0, generator, points=PROFILE_POINTS):
     T = objective.process.T
     rows = []
     for t_value in torch.linspace(0, T - 1, points).round().long().tolist():
-        t = torch.full(x0.shape[:1], t_value, dtype=torch.long)
-        eps = torch.randn(x0.shape, generator=generator)
+        t = torch.full(x0.shape[:1], t_value, dtype=torch.long, device=x0.device)
+        eps = torch.randn(x0.shape, generator=generator).to(x0.device)
         terms = objective(net, x0, t, eps)
         rows.append({"t": t_value, "mse_eps": float(terms["mse_eps"].mean()),
                      "loss": float(terms["loss"].mean())})
@@ -75,8 +82,10 @@ def _write_csv(rows, path):
         tmp.write_text(buf.getvalue())
 
 
-def train_cell(params, cell_id, data, checkpoint_path, progress=True):
-    """Train one cell; returns (final state dict, loss rows, status dict)."""
+def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=None):
+    """Train one cell; returns (final state dict, loss rows, status dict, (objective, EMA
+    net, data)). Under DDP every rank calls it; only rank 0's return value is written."""
+    rt = runtime or accel.Runtime(torch.device("cpu"))
     train = params.cell_train(cell_id)
     cell = params.cells[cell_id]
     images, levels = data["images"], int(data["levels"]) or None
@@ -86,14 +95,21 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True):
 
     torch.manual_seed(train.seed)
     process = build_process(params.process)
-    net = build_net(params.model, x_all.shape[1:], cell.sigma)
-    objective = build_objective(params, cell_id, process, levels)
+    net = build_net(params.model, x_all.shape[1:], cell.sigma).to(rt.device)
+    channels_last = accel.uses_channels_last(rt.device, params.model)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    objective = build_objective(params, cell_id, process, levels).to(rt.device)
     trainable = list(net.parameters()) + list(objective.parameters())
     optimizer = torch.optim.Adam(trainable, lr=train.lr)
     ema = EMA(net, decay=train.ema_decay)
     sampler = TIMESTEP_SAMPLERS[train.timestep_sampler](process.T)
-    generator = torch.Generator().manual_seed(train.seed)
-    losses, start = [], 0
+    rank_seed = train.seed + accel.SEED_STRIDE * rt.rank
+    if rt.world > 1:
+        torch.manual_seed(rank_seed)  # dropout masks differ between ranks
+    generator = torch.Generator(rt.device).manual_seed(rank_seed)
+    x_data = x_all.to(rt.device)  # the whole data set on the device: no loader, no host copies
+    losses, snapshots, start = [], [], 0
 
     if checkpoint_path.exists():
         state = load_torch(checkpoint_path)
@@ -102,59 +118,89 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True):
             objective.load_state_dict(state["objective"])
             optimizer.load_state_dict(state["optimizer"])
             ema.load_state_dict(state["ema"])
-            sampler.load_state_dict(state["sampler"])
-            generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])  # dropout draws from the global RNG
+            mine = state["ranks"][rt.rank] if "ranks" in state else state
+            sampler.load_state_dict(mine["sampler"])
+            generator.set_state(mine["generator"])
+            torch.set_rng_state(mine["torch_rng"])  # dropout draws from the global RNG
+            if "cuda_rng" in mine and rt.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda_rng"], rt.device)
             losses, start = state["losses"], int(state["step"])
-            print(f"{cell_id}: resuming from step {start} ({checkpoint_path})", file=sys.stderr)
+            snapshots = state.get("snapshots", [])
+            if rt.main:
+                print(f"{cell_id}: resuming from step {start} ({checkpoint_path})", file=sys.stderr)
+
+    # What the loss calls: the same parameters seen through DDP, torch.compile and autocast.
+    forward = accel.Forward(accel.compiled(accel.data_parallel(net, rt, list(objective.parameters())),
+                                           train.compile),
+                            train.precision, channels_last)
+
+    def rank_state():
+        mine = {"sampler": sampler.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state()}
+        if rt.device.type == "cuda":
+            mine["cuda_rng"] = torch.cuda.get_rng_state(rt.device)
+        return mine
 
     def checkpoint(step):
+        ranks = rt.gather(rank_state())  # a collective: every rank takes part
+        if not rt.main:
+            return
+        extra = {"ranks": ranks} if rt.world > 1 else {}
         save_torch({"fingerprint": key, "step": step, "net": net.state_dict(),
                     "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                    "ema": ema.state_dict(), "sampler": sampler.state_dict(),
-                    "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                    "losses": losses}, checkpoint_path)
+                    "ema": ema.state_dict(), **ranks[0], **extra, "losses": losses,
+                    **({"snapshots": snapshots} if snapshots else {})}, checkpoint_path)
 
     status = {"status": "ok", "step": train.steps}
-    running = torch.zeros(())
-    bar = tqdm(total=train.steps, initial=start, desc=cell_id, disable=not (progress and sys.stderr.isatty()),
-               mininterval=1.0)
+    per_rank = train.batch_size // rt.world
+    running = torch.zeros((), device=rt.device)
+    bar = tqdm(total=train.steps, initial=start, desc=cell_id, mininterval=1.0,
+               disable=not (progress and rt.main and sys.stderr.isatty()))
     t0 = time.perf_counter()
     net.train()
+    forward.train()
     for step in range(start, train.steps):
-        idx = torch.randint(len(x_all), (train.batch_size,), generator=generator)
-        x0 = x_all[idx]
+        idx = torch.randint(len(x_data), (per_rank,), generator=generator, device=generator.device)
+        x0 = x_data[idx]
         if params.data.random_flip:
             x0 = _random_flip(x0, generator)
         lr = warmup_lr(step, train.lr, train.warmup)
         loss, _, _ = training_step(net, objective, optimizer, x0, sampler, generator=generator,
-                                   grad_clip=train.grad_clip, ema=ema, lr=lr)
+                                   grad_clip=train.grad_clip, ema=ema, lr=lr, forward=forward)
         running = running + loss  # stays on the device: no sync per step
         bar.update(1)
         if (step + 1) % train.log_every == 0 or step + 1 == train.steps:
             n = (step + 1) % train.log_every or train.log_every
-            mean_loss = float(running) / n
-            running = torch.zeros(())
+            mean_loss = float(rt.mean(running)) / n  # every rank sees the same value
+            running = torch.zeros((), device=rt.device)
             if not torch.isfinite(torch.tensor(mean_loss)):
                 status = {"status": "diverged", "step": step + 1}
-                print(f"{cell_id}: loss is {mean_loss} at step {step + 1}: diverged", file=sys.stderr)
+                if rt.main:
+                    print(f"{cell_id}: loss is {mean_loss} at step {step + 1}: diverged", file=sys.stderr)
                 break
             losses.append({"step": step + 1, "loss": mean_loss, "lr": lr})
             if not bar.disable:
                 bar.set_postfix(loss=f"{mean_loss:.4g}")
-            else:
+            elif rt.main:
                 print(f"{cell_id}: step {step + 1}/{train.steps} loss {mean_loss:.5g}", file=sys.stderr)
+        if train.eval_every and rt.main and ((step + 1) % train.eval_every == 0 or step + 1 == train.steps):
+            snapshots.append({"step": step + 1, "ema": accel.cpu_state(ema.model)})
         if (step + 1) % train.checkpoint_every == 0 and step + 1 < train.steps:
             checkpoint(step + 1)
     bar.close()
     status["seconds"] = round(time.perf_counter() - t0, 2)
+    status.update(device=str(rt.device), processes=rt.world, precision=train.precision,
+                  compile=train.compile)
     state = {"config": json.dumps(config), "fingerprint": key, "status": status["status"],
-             "step": status["step"], "ema": ema.model.state_dict(), "net": net.state_dict(),
-             "objective": objective.state_dict()}
-    return state, losses, status, (objective, ema.model, x_all)
+             "step": status["step"], "ema": accel.cpu_state(ema.model), "net": accel.cpu_state(net),
+             "objective": accel.cpu_state(objective)}
+    if snapshots:
+        state["snapshots"] = snapshots
+    return state, losses, status, (objective, ema.model, x_data)
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--cell", required=True)
@@ -169,13 +215,28 @@ def main(argv=None):
     if args.cell not in params.cells:
         raise SystemExit(f"error: cell {args.cell!r} is not in {args.params}")
     threads = set_threads()
+    train = params.cell_train(args.cell)
+    if train.gpus > 1 and not accel.in_torchrun():
+        accel.relaunch(train.gpus, "pipeline.train", argv)  # the workers write every output
+        return
+    runtime = accel.setup(train.device, train.gpus)
+    try:
+        _train_and_write(params, args, runtime, threads)
+    finally:
+        runtime.close()
+
+
+def _train_and_write(params, args, runtime, threads):
     data = load_torch(args.data)
     checkpoint_path = Path(args.checkpoint)
-    state, losses, status, (objective, ema_net, x_all) = train_cell(params, args.cell, data, checkpoint_path)
+    state, losses, status, (objective, ema_net, x_all) = train_cell(params, args.cell, data, checkpoint_path,
+                                                                    runtime=runtime)
+    if not runtime.main:
+        return
     profile = []
     if status["status"] == "ok":
         generator = torch.Generator().manual_seed(params.cell_train(args.cell).seed + 1)
-        idx = torch.randperm(len(x_all), generator=generator)[:256]
+        idx = torch.randperm(len(x_all), generator=generator)[:256].to(x_all.device)
         profile = loss_profile(objective, ema_net, x_all[idx], generator)
     save_torch(state, args.out)
     _write_csv([{"cell": args.cell, **row} for row in losses], args.losses)
