@@ -1,5 +1,6 @@
 # The experiment DAG (the same as dvc.yaml): prepare -> evaluator -> reference, and per grid
-# cell train -> sample -> evaluate, then aggregate -> plot. All settings live in
+# cell train -> sample -> evaluate, then aggregate -> plot; the sampler study samples trained
+# cells once per (cell, sampler, NFE) of `sampler_study` and ends in sampler_table. All settings live in
 # params.yaml, validated here before any job runs; each rule's `params:` names only the
 # sections it uses, so a change reruns only what depends on it. Torch threads follow each
 # rule's `threads` (Snakemake exports them as OMP_NUM_THREADS).
@@ -16,6 +17,9 @@ except ParamsError as err:
     sys.exit(f"error: {err}")
 
 CELLS = list(P.cells)
+STUDY = P.sampler_study
+STUDY_POINTS = expand("results/sampler_study/{cell}/{sampler}-{nfe}.json",
+                      cell=STUDY.cells, sampler=STUDY.samplers, nfe=STUDY.nfe)
 # Code dependencies as files: a directory's mtime misses edits inside it.
 DIFFUSION = sorted(glob("diffusion/**/*.py", recursive=True))
 COMMON = ["pipeline/params.py", "pipeline/io.py", "pipeline/data.py", "pipeline/build.py"]
@@ -23,12 +27,15 @@ COMMON = ["pipeline/params.py", "pipeline/io.py", "pipeline/data.py", "pipeline/
 
 wildcard_constraints:
     cell="|".join(CELLS) or "NONE",
+    sampler="|".join(STUDY.samplers) or "NONE",
+    nfe=r"\d+",
 
 
 rule all:
     input:
         "results/table.md",
         "results/plots/fid_heatmap.png",
+        "results/sampler_table.md",
 
 
 rule prepare:
@@ -75,6 +82,7 @@ rule reference:
     input:
         "pipeline/reference.py",
         "pipeline/fidelity.py",
+        "pipeline/distances.py",
         COMMON,
         train="data/train.pt",
         heldout="data/heldout.pt",
@@ -149,6 +157,7 @@ rule evaluate:
     input:
         "pipeline/evaluate.py",
         "pipeline/fidelity.py",
+        "pipeline/distances.py",
         COMMON,
         DIFFUSION,
         model="runs/train/{cell}.pt",
@@ -207,6 +216,7 @@ rule plot:
         curves="results/plots/loss_curves.png",
         profile="results/plots/loss_profile.png",
         samples="results/plots/samples.png",
+        uncertainty="results/plots/uncertainty.png",
     params:
         cells=config["cells"],
     log:
@@ -215,3 +225,56 @@ rule plot:
     shell:
         "python -m pipeline.plot --metrics {input.metrics} --train-dir results/train"
         " --samples-dir results/samples --out-dir results/plots 2> {log}"
+
+
+rule sampler_study:
+    input:
+        "pipeline/sampler_study.py",
+        "pipeline/sample.py",
+        "pipeline/evaluate.py",
+        "pipeline/fidelity.py",
+        "pipeline/distances.py",
+        COMMON,
+        DIFFUSION,
+        model="runs/train/{cell}.pt",
+        train="data/train.pt",
+        heldout="data/heldout.pt",
+        evaluator="runs/evaluator.pt",
+        reference="results/reference.json",
+        cache="runs/reference",
+    output:
+        metrics="results/sampler_study/{cell}/{sampler}-{nfe}.json",
+    params:
+        study={k: config["sampler_study"][k] for k in ("num_samples", "seed")},
+        sample=config["sample"],
+        metrics=config["metrics"],
+    log:
+        "logs/sampler_study/{cell}/{sampler}-{nfe}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m pipeline.sampler_study --cell {wildcards.cell} --sampler {wildcards.sampler}"
+        " --nfe {wildcards.nfe} --model {input.model} --train {input.train} --heldout {input.heldout}"
+        " --evaluator {input.evaluator} --reference {input.reference} --cache-dir {input.cache}"
+        " --out {output.metrics} 2> {log}"
+
+
+rule sampler_table:
+    input:
+        "pipeline/sampler_table.py",
+        COMMON,
+        points=STUDY_POINTS,
+        reference="results/reference.json",
+    output:
+        csv="results/sampler_table.csv",
+        markdown="results/sampler_table.md",
+        plot="results/plots/sampler_study.png",
+    params:
+        sampler_study=config["sampler_study"],
+    log:
+        "logs/sampler_table.log",
+    threads: 1
+    shell:
+        "python -m pipeline.sampler_table --study-dir results/sampler_study --reference {input.reference}"
+        " --csv {output.csv} --markdown {output.markdown} --plot {output.plot} 2> {log}"

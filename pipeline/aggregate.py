@@ -1,6 +1,8 @@
 """Stage `aggregate`: every cell's metrics into one long-format CSV and a DDPM-Table-2-style
 Markdown and LaTeX table, with the paper's CIFAR-10 values beside the rows that map and
-rows for held-out real data (the floor) and uniform noise (the ceiling)."""
+rows for held-out real data (the floor) and uniform noise (the ceiling). On 2-D point data
+the columns are sliced Wasserstein, MMD^2 and NLL. Seed 004's uncertainty model gets two
+rows: its samples with Tweedie's score and with the seed's proposed score."""
 
 import argparse
 from pathlib import Path
@@ -22,10 +24,13 @@ PAPER_TABLE2 = {
     ("eps", "native", "fixed_large"): (9.46, 3.17),
 }
 METRICS = ("isc_mean", "isc_std", "fid", "fid_matched", "kid_mean", "kid_std", "nll_bpd")
+POINT_METRICS = ("sw", "mmd", "nll_bpd")
+SCORE_LABEL = {"tweedie": "", "seed004": " (seed-004 score)"}
 
 
 def collect(params, metrics_dir):
-    """Long-format rows (one per cell and metric) for the cells in params, in grid order."""
+    """Long-format rows (one per cell, score and metric) for the cells in params, in grid order;
+    `score` is `tweedie`, or `seed004` for the uncertainty model's second set of samples."""
     rows = []
     for cell_id, cell in params.cells.items():
         path = Path(metrics_dir) / f"{cell_id}.json"
@@ -35,8 +40,13 @@ def collect(params, metrics_dir):
         base = {"cell": cell_id, "parameterization": cell.parameterization,
                 "weighting": cell.weighting, "sigma": cell.sigma, "status": result["status"],
                 "step": result["step"]}
-        for metric in METRICS:
-            rows.append({**base, "metric": metric, "value": result.get(metric)})
+        scores = ("tweedie", "seed004") if cell.weighting == "uncertainty" else ("tweedie",)
+        for score in scores:
+            prefix = "" if score == "tweedie" else "seed004_"
+            for metric in (POINT_METRICS if params.points else METRICS):
+                # the NLL is the model's (one network); only the samples differ by score
+                key = metric if metric == "nll_bpd" else prefix + metric
+                rows.append({**base, "score": score, "metric": metric, "value": result.get(key)})
     return pd.DataFrame(rows)
 
 
@@ -46,12 +56,34 @@ def _fmt(value, digits=2, scale=1.0):
     return f"{value * scale:.{digits}f}"
 
 
-def wide_table(long, reference):
-    meta = long.drop_duplicates("cell").set_index("cell")[["parameterization", "weighting", "sigma", "status", "step"]]
-    values = long.pivot(index="cell", columns="metric", values="value")
-    wide = meta.join(values).reset_index()
+def _wide(long):
+    long = long.assign(row=long.cell + long.score.map(SCORE_LABEL))
+    meta = long.drop_duplicates("row").set_index("row")[
+        ["cell", "parameterization", "weighting", "sigma", "status", "step"]]
+    values = long.pivot(index="row", columns="metric", values="value")
+    return meta.join(values).reset_index(drop=True).assign(cell=list(meta.index))
+
+
+def point_table(long, reference):
     lines = []
-    for _, r in wide.iterrows():
+    for _, r in _wide(long).iterrows():
+        ok = r.status == "ok"
+        lines.append({"cell": r.cell, "param": r.parameterization, "weighting": r.weighting, "Sigma": r.sigma,
+                      "SW": _fmt(r.get("sw"), 4) if ok else "-",
+                      "MMD2x1e3": _fmt(r.get("mmd"), 3, 1e3) if ok else "-",
+                      "NLL": _fmt(r.get("nll_bpd"), 3) if ok else "-",
+                      "status": r.status if ok else f"{r.status} at step {r.step}"})
+    ref = reference["rows"]
+    for name, key in (("held-out real data (floor)", "heldout"), ("uniform noise (ceiling)", "noise")):
+        row = ref[key]
+        lines.append({"cell": name, "param": "", "weighting": "", "Sigma": "", "SW": _fmt(row["sw"], 4),
+                      "MMD2x1e3": _fmt(row["mmd"], 3, 1e3), "NLL": "-", "status": f"n = {row['n']}"})
+    return pd.DataFrame(lines)
+
+
+def wide_table(long, reference):
+    lines = []
+    for _, r in _wide(long).iterrows():
         paper = PAPER_TABLE2.get((r.parameterization, r.weighting, r.sigma), "n/a")
         paper_is, paper_fid = ("unstable", "unstable") if paper is None else (("", "") if paper == "n/a" else paper)
         ok = r.status == "ok"
@@ -94,6 +126,15 @@ def to_markdown(table, params, reference):
     header = "| " + " | ".join(table.columns) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    if params.points:
+        notes = ["", f"{n} samples per cell ({params.sample.sampler}, {params.sample.steps} steps) on "
+                 f"{params.data.name}, 2-D points: SW is the sliced Wasserstein-2 distance and MMD2 the "
+                 f"unbiased MMD^2 (Gaussian kernels) to the training points (pipeline/distances.py); the "
+                 f"floor is the {n_floor} held-out points. NLL is the held-out VLB in bits/dim with a "
+                 f"continuous Gaussian decoder (a density, so it can be negative). '(seed-004 score)' rows "
+                 f"sample the same network with seed 004's score -(x - mu)/sigma_phi^2; '-' marks a "
+                 f"cell that diverged."]
+        return "\n".join([header, rule, *body, *notes]) + "\n"
     notes = [
         "",
         f"IS, FID and KID from torch-fidelity with the offline classifier as feature extractor, "
@@ -101,7 +142,9 @@ def to_markdown(table, params, reference):
         f"training set (the paper's protocol). FID@n scores the first {n_floor} samples, as many "
         f"as the held-out floor has, because FID falls as the sample count grows. NLL is the "
         f"held-out VLB in bits/dim. Paper columns: Ho et al. 2020 Table 2 on CIFAR-10 (Inception "
-        f"features), for the ordering only; '-' marks a cell that diverged.",
+        f"features), for the ordering only; '-' marks a cell that diverged. '(seed-004 score)' "
+        f"rows sample seed 004's uncertainty model with its proposed score -(x - mu)/sigma_phi^2 "
+        f"instead of Tweedie's (same network, same NLL).",
     ]
     return "\n".join([header, rule, *body, *notes]) + "\n"
 
@@ -128,7 +171,7 @@ def main(argv=None):
     params = load_or_exit(args.params)
     long = collect(params, args.metrics_dir)
     reference = load_json(args.reference)
-    table = wide_table(long, reference)
+    table = point_table(long, reference) if params.points else wide_table(long, reference)
     save_text(long.to_csv(index=False), args.csv)
     markdown = to_markdown(table, params, reference) + "\n" + footer(args.metrics_dir, list(params.cells)) + "\n"
     save_text(markdown, args.markdown)

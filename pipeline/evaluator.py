@@ -1,11 +1,12 @@
 """Stage `evaluator`: train the small classifier that torch-fidelity uses as its feature
-extractor on offline data (logits for IS, penultimate features for FID/KID)."""
+extractor on offline data (logits for IS, penultimate features for FID/KID). 2-D point data
+needs none (its metrics are distances on the points): the stage then writes a marker, so
+the DAG is the same for every data set."""
 
 import argparse
 import time
 
-from .fidelity import classifier_accuracy, save_classifier, train_classifier
-from .io import load_torch, run_stage, save_json, set_threads
+from .io import load_torch, run_stage, save_json, save_torch, set_threads
 from .params import load_or_exit
 
 
@@ -19,6 +20,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     set_threads()
+    if params.points:
+        save_torch({"kind": "none", "data": params.data.name}, args.out)
+        save_json({"note": f"{params.data.name}: 2-D points, no feature extractor"}, args.metrics)
+        print(f"evaluator: not needed for {params.data.name} (2-D points)")
+        return
+    from .fidelity import classifier_accuracy, save_classifier, train_classifier
+
     train, heldout = load_torch(args.train), load_torch(args.heldout)
     e = params.evaluator
     start = time.perf_counter()

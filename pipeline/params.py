@@ -4,6 +4,7 @@ Every mistake (unknown or missing key, wrong type, unknown slug, impossible valu
 grid, duplicate key or cell) is reported as one line naming its key path, and
 `python -m pipeline.params` (or any stage) exits nonzero. The grid is the `cells:` mapping,
 one line per trained model: `id: {parameterization, weighting, sigma, train: {overrides}}`.
+`sampler_study` lists trained cells, samplers and NFE budgets for the sampler study stages.
 """
 
 import dataclasses
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import yaml
 
-from diffusion import PARAMETERIZATIONS, SAMPLERS, SCHEDULES, SIGMAS, TIMESTEP_SAMPLERS, WEIGHTINGS
+from diffusion import (LEARNED_SIGMAS, PARAMETERIZATIONS, SAMPLERS, SCHEDULES, SIGMAS,
+                       TIMESTEP_SAMPLERS, WEIGHTINGS)
 from diffusion.nets import NETWORKS
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "swiss_roll")
+POINT_DATASETS = ("swiss_roll",)  # 2-D points: scatter plots and distances instead of images and FID
 SLUG = re.compile(r"^[a-z0-9_]+$")
 CELL_ID = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)*$")
 
@@ -55,6 +58,7 @@ class Model:
     num_res_blocks: int = 2
     attention_resolutions: typing.Tuple[int, ...] = (16,)
     dropout: float = 0.0
+    sigma_data: float = 0.5           # the edm parameterization and weighting (Karras et al. 2022)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,17 @@ class Sample:
     batch_size: int = 1000
     clip_x0: bool = True
     seed: int = 1
+    langevin_steps_per_level: int = 5      # annealed Langevin: updates per noise level
+    langevin_step_size: float = 2.0e-5     # Song & Ermon 2019's epsilon (step at the smallest level)
+
+
+@dataclass(frozen=True)
+class SamplerStudy:
+    cells: typing.Tuple[str, ...] = ("eps-eps",)
+    samplers: typing.Tuple[str, ...] = ("ancestral", "ddim", "heun", "euler_maruyama")
+    nfe: typing.Tuple[int, ...] = (10, 20, 50, 100)
+    num_samples: int = 500
+    seed: int = 3
 
 
 @dataclass(frozen=True)
@@ -118,8 +133,14 @@ class Params:
     train: Train
     cells: typing.Dict[str, Cell]
     sample: Sample
+    sampler_study: SamplerStudy
     evaluator: Evaluator
     metrics: Metrics
+
+    @property
+    def points(self):
+        """True for 2-D point data (scatter plots, distances) rather than images (grids, FID)."""
+        return self.data.name in POINT_DATASETS
 
     def cell_train(self, cell_id):
         """The training settings of one cell: `train` with the cell's overrides applied."""
@@ -225,6 +246,7 @@ def _check(p: Params):
         _positive(getattr(p.model, name), f"model.{name}")
     if not 0 <= p.model.dropout < 1:
         raise ParamsError(f"model.dropout: must be in [0, 1), got {p.model.dropout!r}")
+    _positive(p.model.sigma_data, "model.sigma_data")
     _check_train(p.train, "train")
     if not p.cells:
         raise ParamsError("cells: the grid is empty; add at least one cell")
@@ -240,6 +262,9 @@ def _check(p: Params):
                               f"for a {p.process.kind} process")
         _choice(cell.weighting, WEIGHTINGS, f"{path}.weighting")
         _choice(cell.sigma, SIGMAS, f"{path}.sigma")
+        if cell.weighting == "uncertainty" and cell.sigma in LEARNED_SIGMAS:
+            raise ParamsError(f"{path}.sigma: the uncertainty weighting (seed 004) needs a fixed Sigma, "
+                              f"got {cell.sigma!r}")
         for key in cell.train:
             if key not in train_keys:
                 raise ParamsError(f"{path}.train.{key}: unknown key (allowed: {', '.join(sorted(train_keys))})")
@@ -254,15 +279,44 @@ def _check(p: Params):
     _choice(p.sample.sampler, SAMPLERS, "sample.sampler")
     for name in ("steps", "num_samples", "batch_size"):
         _positive(getattr(p.sample, name), f"sample.{name}")
-    if p.sample.sampler in ("ancestral",) and p.sample.steps > p.process.T:
+    if p.sample.sampler in ("ancestral", "ddim") and p.sample.steps > p.process.T:
         raise ParamsError(f"sample.steps: {p.sample.steps} is more than process.T = {p.process.T}")
+    _positive(p.sample.langevin_steps_per_level, "sample.langevin_steps_per_level")
+    _positive(p.sample.langevin_step_size, "sample.langevin_step_size")
+    if p.points and p.sample.clip_x0:
+        raise ParamsError(f"sample.clip_x0: must be false for 2-D point data ({p.data.name} is not in [-1, 1])")
+    _check_study(p)
     for name in ("steps", "batch_size", "lr", "feature_dim"):
         _positive(getattr(p.evaluator, name), f"evaluator.{name}")
     _positive(p.metrics.kid_subset_size, "metrics.kid_subset_size")
     _positive(p.metrics.nll_examples, "metrics.nll_examples")
-    if p.metrics.kid_subset_size > p.sample.num_samples:
-        raise ParamsError(f"metrics.kid_subset_size: {p.metrics.kid_subset_size} is larger than "
-                          f"sample.num_samples = {p.sample.num_samples}")
+    for path, n in (("sample.num_samples", p.sample.num_samples),
+                    ("sampler_study.num_samples", p.sampler_study.num_samples)):
+        if not p.points and p.metrics.kid_subset_size > n:
+            raise ParamsError(f"metrics.kid_subset_size: {p.metrics.kid_subset_size} is larger than "
+                              f"{path} = {n}")
+
+
+def _check_study(p: Params):
+    s = p.sampler_study
+    for name in ("cells", "samplers", "nfe"):
+        values = getattr(s, name)
+        if not values:
+            raise ParamsError(f"sampler_study.{name}: empty; list at least one")
+        if len(set(values)) != len(values):
+            raise ParamsError(f"sampler_study.{name}: duplicate entries in {list(values)}")
+    for i, cell in enumerate(s.cells):
+        if cell not in p.cells:
+            raise ParamsError(f"sampler_study.cells[{i}]: {cell!r} is not a cell of cells: "
+                              f"(choose from {', '.join(p.cells)})")
+    for i, sampler in enumerate(s.samplers):
+        _choice(sampler, SAMPLERS, f"sampler_study.samplers[{i}]")
+    for i, nfe in enumerate(s.nfe):
+        _positive(nfe, f"sampler_study.nfe[{i}]")
+        if nfe > p.process.T and ({"ancestral", "ddim"} & set(s.samplers)):
+            raise ParamsError(f"sampler_study.nfe[{i}]: {nfe} is more than process.T = {p.process.T} "
+                              "(ancestral and ddim take one network evaluation per step of the process)")
+    _positive(s.num_samples, "sampler_study.num_samples")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
