@@ -1,5 +1,6 @@
 # The experiment DAG (the same as dvc.yaml): prepare -> evaluator -> reference, and per grid
-# cell train -> sample -> evaluate, then aggregate -> plot. All settings live in
+# cell train -> sample -> evaluate, then aggregate -> plot; the sampler study samples trained
+# cells once per (cell, sampler, NFE) of `sampler_study` and ends in sampler_table. All settings live in
 # params.yaml, validated here before any job runs; each rule's `params:` names only the
 # sections it uses, so a change reruns only what depends on it. Torch threads follow each
 # rule's `threads` (Snakemake exports them as OMP_NUM_THREADS). GPUs, bf16, DDP and SLURM are
@@ -17,6 +18,9 @@ except ParamsError as err:
     sys.exit(f"error: {err}")
 
 CELLS = list(config["cells"])
+STUDY = config["sampler_study"]
+STUDY_POINTS = expand("results/sampler_study/{cell}/{sampler}-{nfe}.json",
+                      cell=STUDY["cells"], sampler=STUDY["samplers"], nfe=STUDY["nfe"])
 
 report: "report/workflow.rst"
 
@@ -35,6 +39,8 @@ COMMON = ["pipeline/params.py", "pipeline/io.py", "pipeline/data.py", "pipeline/
 
 wildcard_constraints:
     cell="|".join(CELLS) or "NONE",
+    sampler="|".join(STUDY["samplers"]) or "NONE",
+    nfe=r"\d+",
 
 
 # Under a cluster executor (profiles/slurm) these run on the submitting host: they are light,
@@ -51,6 +57,7 @@ rule all:
     input:
         "results/table.md",
         "results/plots/fid_heatmap.png",
+        "results/sampler_table.md",
 
 
 rule prepare:
@@ -102,6 +109,7 @@ rule reference:
         "pipeline/fidelity.py",
         "pipeline/stats.py",
         "pipeline/accel.py",
+        "pipeline/distances.py",
         COMMON,
         train="data/train.pt",
         heldout="data/heldout.pt",
@@ -187,6 +195,7 @@ rule evaluate:
         "pipeline/stats.py",
         "pipeline/sample.py",
         "pipeline/accel.py",
+        "pipeline/distances.py",
         COMMON,
         DIFFUSION,
         model="runs/train/{cell}.pt",
@@ -255,6 +264,7 @@ rule plot:
         curves=report("results/plots/loss_curves.png", caption="report/loss_curves.rst", category="Training"),
         profile=report("results/plots/loss_profile.png", caption="report/loss_profile.rst", category="Training"),
         samples=report("results/plots/samples.png", caption="report/samples_panel.rst", category="Grid"),
+        uncertainty=report("results/plots/uncertainty.png", caption="report/uncertainty.rst", category="Training"),
     params:
         cells=config["cells"],
     log:
@@ -264,3 +274,56 @@ rule plot:
         "python -m pipeline.plot --metrics {input.metrics} --summary {input.summary}"
         " --reference {input.reference} --train-dir results/train"
         " --samples-dir results/samples --out-dir results/plots 2> {log}"
+
+
+rule sampler_study:
+    input:
+        "pipeline/sampler_study.py",
+        "pipeline/sample.py",
+        "pipeline/evaluate.py",
+        "pipeline/fidelity.py",
+        "pipeline/distances.py",
+        COMMON,
+        DIFFUSION,
+        model="runs/train/{cell}.pt",
+        train="data/train.pt",
+        heldout="data/heldout.pt",
+        evaluator="runs/evaluator.pt",
+        reference="results/reference.json",
+        cache="runs/reference",
+    output:
+        metrics="results/sampler_study/{cell}/{sampler}-{nfe}.json",
+    params:
+        study={k: config["sampler_study"][k] for k in ("num_samples", "seed")},
+        sample=config["sample"],
+        metrics=config["metrics"],
+    log:
+        "logs/sampler_study/{cell}/{sampler}-{nfe}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m pipeline.sampler_study --cell {wildcards.cell} --sampler {wildcards.sampler}"
+        " --nfe {wildcards.nfe} --model {input.model} --train {input.train} --heldout {input.heldout}"
+        " --evaluator {input.evaluator} --reference {input.reference} --cache-dir {input.cache}"
+        " --out {output.metrics} 2> {log}"
+
+
+rule sampler_table:
+    input:
+        "pipeline/sampler_table.py",
+        COMMON,
+        points=STUDY_POINTS,
+        reference="results/reference.json",
+    output:
+        csv="results/sampler_table.csv",
+        markdown="results/sampler_table.md",
+        plot="results/plots/sampler_study.png",
+    params:
+        sampler_study=config["sampler_study"],
+    log:
+        "logs/sampler_table.log",
+    threads: 1
+    shell:
+        "python -m pipeline.sampler_table --study-dir results/sampler_study --reference {input.reference}"
+        " --csv {output.csv} --markdown {output.markdown} --plot {output.plot} 2> {log}"

@@ -9,6 +9,13 @@ reverse step p(x_{t-1} | x_t) = N(mean, exp(log_var)) with the chosen Sigma:
                    (Nichol & Dhariwal 2021, eq. 15)
     learned        log s^2 = network output (DDPM's learned diagonal Sigma)
 A learned Sigma takes as many extra output channels as the data has.
+
+Seed 004's uncertainty model (`uncertainty=True`) also takes extra channels: a per-pixel
+r = log(sigma_phi^2 / s^2), the learned variance of x0 given x_t relative to the noise
+variance s^2 = sigma^2/alpha^2 (an O(1) output at every noise level). With
+`score="seed004"` the samplers use seed 004's score -(x_ve - mu_theta)/sigma_phi^2 in place
+of Tweedie's -(x_ve - mu_theta)/s^2 (x_ve = x_t/alpha, mu_theta = x0_hat): that is the
+Tweedie score times s^2/sigma_phi^2 = exp(-r), so eps_hat becomes exp(-r) eps_hat.
 """
 
 from dataclasses import dataclass
@@ -19,10 +26,11 @@ from torch import nn
 from .parameterizations import get_parameterization
 from .weightings import reverse_variance_table
 
-__all__ = ["SIGMAS", "LEARNED_SIGMAS", "Prediction", "Denoiser"]
+__all__ = ["SIGMAS", "LEARNED_SIGMAS", "SCORES", "Prediction", "Denoiser"]
 
 SIGMAS = ("fixed_large", "fixed_small", "learned_range", "learned")
 LEARNED_SIGMAS = ("learned_range", "learned")
+SCORES = ("tweedie", "seed004")
 
 
 @dataclass
@@ -31,22 +39,31 @@ class Prediction:
     x0: torch.Tensor             # x0_hat
     eps: torch.Tensor            # eps_hat
     var_out: torch.Tensor = None  # the extra channels of a learned Sigma
+    log_ratio: torch.Tensor = None  # seed 004: r = log(sigma_phi^2 / s^2), per pixel
 
 
 class Denoiser(nn.Module):
     """Wraps a plain network with a parameterization; `clip_x0` clamps x0_hat to [-1, 1]
     and recomputes eps_hat from it (as the official DDPM and improved-diffusion samplers)."""
 
-    def __init__(self, net, parameterization, process, sigma="fixed_large", clip_x0=False):
+    def __init__(self, net, parameterization, process, sigma="fixed_large", clip_x0=False,
+                 uncertainty=False, score="tweedie", sigma_data=None):
         super().__init__()
         if sigma not in SIGMAS:
             raise ValueError(f"unknown Sigma {sigma!r}; choose from {list(SIGMAS)}")
+        if score not in SCORES:
+            raise ValueError(f"unknown score {score!r}; choose from {list(SCORES)}")
+        if uncertainty and sigma in LEARNED_SIGMAS:
+            raise ValueError("the uncertainty model needs a fixed Sigma (both use extra channels)")
+        if score == "seed004" and not uncertainty:
+            raise ValueError("score='seed004' needs the uncertainty model's sigma_phi")
         self.net = net
         self.process = process
-        self.param = get_parameterization(parameterization, process)
+        self.param = get_parameterization(parameterization, process, sigma_data)
         self.sigma = sigma
         self.clip_x0 = clip_x0
         self._log_var_tables = {}
+        self.uncertainty, self.score = uncertainty, score
 
     @property
     def learned_sigma(self):
@@ -56,16 +73,21 @@ class Denoiser(nn.Module):
         t = torch.as_tensor(t, device=x_t.device)
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        out = self.net(x_t, self.process.model_time(t))
-        var_out = None
+        c = self.param.coefs(self.process, t, x_t)
+        out = self.net(self.param.net_input(x_t, c), self.param.net_time(self.process, t, c))
+        var_out = log_ratio = None
         if self.learned_sigma:
             out, var_out = out.chunk(2, dim=1)
-        c = self.param.coefs(self.process, t, x_t)
+        elif self.uncertainty:
+            out, log_ratio = out.chunk(2, dim=1)
         x0, eps = self.param.to_x0_eps(out, x_t, c)
         if self.clip_x0 if clip_x0 is None else clip_x0:
             x0 = x0.clamp(-1, 1)
             eps = (x_t - c["alpha"] * x0) / c["sigma"]
-        return Prediction(out=out, x0=x0, eps=eps, var_out=var_out)
+        if self.score == "seed004":  # seed 004, "A Better Score Function"
+            eps = torch.exp(-log_ratio) * eps
+            x0 = (x_t - c["sigma"] * eps) / c["alpha"]
+        return Prediction(out=out, x0=x0, eps=eps, var_out=var_out, log_ratio=log_ratio)
 
     def reverse_log_variance(self, pred, t, x_t, process=None):
         """log s_t^2 of p(x_{t-1} | x_t) at integer t of `process` (default: the denoiser's

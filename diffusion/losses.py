@@ -18,6 +18,14 @@ weighting adds the hybrid term lambda * T * L_t with the mean detached (Nichol &
 2021, sec. 3.1, lambda = 0.001; their code's vb * T/1000), so it is never left untrained.
 Under a fixed Sigma the KL for t >= 1 is computed as the weighted MSE of the target plus
 the KL's model-independent constant, which is exact and avoids dividing by alpha.
+
+`uncertainty` is seed 004's Gaussian NLL of x0 under q(x0 | x_t) = N(mu_theta, sigma_phi^2),
+per pixel, with the known noise variance s^2 = sigma^2/alpha^2 added as the seed derives it:
+    L = 1/2 [log sigma_phi^2 + (s^2 + (mu_theta - x0)^2) / sigma_phi^2 + log 2 pi]   (nats/dim)
+whose optimum is sigma_phi^2 = s^2 + (mu_theta - x0)^2 (in expectation s^2 + Var[x0 | x_t]).
+The network outputs r = log(sigma_phi^2 / s^2) and (mu_theta - x0)^2 = s^2 |eps - eps_hat|^2,
+so L = 1/2 [log s^2 + r + (1 + |eps - eps_hat|^2) e^-r + log 2 pi]: an eps-space weight of
+e^-r, finite at every t.
 """
 
 import math
@@ -26,8 +34,10 @@ import torch
 from torch import nn
 
 from .denoiser import Denoiser, LEARNED_SIGMAS
-from .weightings import (MSE_WEIGHTINGS, WEIGHTINGS, reverse_variance_table, vlb_weight,
-                         weight_table)
+from .process import append_dims
+from .parameterizations import SIGMA_DATA
+from .weightings import (ADAPTIVE_WEIGHTINGS, MSE_WEIGHTINGS, WEIGHTINGS, reverse_variance_table,
+                         vlb_weight, weight_table)
 
 __all__ = [
     "normal_kl", "approx_standard_normal_cdf", "discretized_gaussian_log_likelihood",
@@ -109,14 +119,17 @@ class AdaptiveHead(nn.Module):
 
 class Objective(nn.Module):
     """Per-example training loss for one grid cell; `forward(net, x0, t, eps)` returns a dict
-    with `loss` [B] (what is minimized) and `mse_eps` [B] (|eps - eps_hat|^2, for logging).
+    with `loss` [B] (what is minimized) and `mse_eps` [B] (|eps - eps_hat|^2, for logging);
+    `uncertainty` adds `sigma_phi2` (the learned variance) and `seed_sigma_phi2` (seed 004's
+    predicted optimum s^2 + (mu_theta - x0)^2), per-example means over pixels.
 
-    Holds parameters only for `adaptive` (its u(t) head): optimize them with the network.
+    Holds parameters only for `adaptive` / `lambda_learned` (the u(t) head): optimize them
+    with the network.
     """
 
     def __init__(self, process, parameterization, weighting, sigma="fixed_large",
                  weighting_space="eps", gamma=5.0, levels=None, vlb_scale="ddpm",
-                 hybrid_lambda=1e-3, normalize=False):
+                 hybrid_lambda=1e-3, normalize=False, sigma_data=SIGMA_DATA):
         super().__init__()
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; choose from {sorted(WEIGHTINGS)}")
@@ -128,11 +141,15 @@ class Objective(nn.Module):
         self.parameterization, self.weighting, self.sigma = parameterization, weighting, sigma
         self.levels, self.hybrid_lambda = levels, hybrid_lambda
         self.vlb_factor = 1.0 if vlb_scale == "ddpm" else float(process.T)
-        probe = Denoiser(nn.Identity(), parameterization, process, sigma)
+        self.uncertainty, self.sigma_data = weighting == "uncertainty", sigma_data
+        probe = self.denoiser(nn.Identity())
         self.param = probe.param
         k2 = self.param.scale(process) ** 2
-        if weighting in MSE_WEIGHTINGS or weighting == "adaptive":
-            w = weight_table(weighting, process, self.param, gamma)
+        if self.uncertainty:
+            factor = torch.ones_like(k2)  # the NLL is computed in forward()
+            self.register_buffer("s2", torch.exp(-process.log_snr), persistent=False)
+        elif weighting in MSE_WEIGHTINGS or weighting in ADAPTIVE_WEIGHTINGS:
+            w = weight_table(weighting, process, self.param, gamma, sigma_data=sigma_data)
             if normalize:
                 w = w / w.mean()
             if weighting == "native":  # the target's plain MSE (over E_t[k^2] if normalized)
@@ -149,10 +166,11 @@ class Objective(nn.Module):
             self.register_buffer("kl_const", kl_const, persistent=False)
         self.register_buffer("factor", factor, persistent=False)
         self.register_buffer("k2", k2, persistent=False)
-        self.adaptive = AdaptiveHead(process) if weighting == "adaptive" else None
+        self.adaptive = AdaptiveHead(process) if weighting in ADAPTIVE_WEIGHTINGS else None
 
-    def denoiser(self, net):
-        return Denoiser(net, self.parameterization, self.process, self.sigma)
+    def denoiser(self, net, **kwargs):
+        return Denoiser(net, self.parameterization, self.process, self.sigma,
+                        uncertainty=self.uncertainty, sigma_data=self.sigma_data, **kwargs)
 
     def forward(self, net, x0, t, eps):
         denoiser = self.denoiser(net)
@@ -162,6 +180,13 @@ class Objective(nn.Module):
         target = self.param.target(x0, eps, x_t, c)
         err = mean_flat((pred.out - target) ** 2)  # the parameterization's own MSE
         mse_eps = err / self.k2[t].to(err.dtype)
+        if self.uncertainty:  # seed 004's Gaussian NLL (module docstring)
+            s2 = append_dims(self.s2[t].to(err.dtype), x0.ndim)
+            r, e2 = pred.log_ratio, (pred.eps - eps) ** 2
+            nll = 0.5 * (s2.log() + r + (1 + e2) * torch.exp(-r) + math.log(2 * math.pi))
+            return {"loss": mean_flat(nll), "mse_eps": mse_eps.detach(),
+                    "sigma_phi2": mean_flat(s2 * torch.exp(r)).detach(),
+                    "seed_sigma_phi2": mean_flat(s2 * (1 + e2)).detach()}
         if self.weighting == "vlb":
             term = vlb_term(denoiser, x0, x_t, t, pred, self.levels)
             if not denoiser.learned_sigma:
@@ -179,9 +204,10 @@ class Objective(nn.Module):
         return {"loss": loss, "mse_eps": mse_eps.detach()}
 
 
-def output_channels(data_channels, sigma):
-    """Channels the network must output for a Sigma choice."""
-    return 2 * data_channels if sigma in LEARNED_SIGMAS else data_channels
+def output_channels(data_channels, sigma, weighting=None):
+    """Channels the network must output for a Sigma choice (and seed 004's uncertainty model)."""
+    extra = sigma in LEARNED_SIGMAS or weighting == "uncertainty"
+    return 2 * data_channels if extra else data_channels
 
 
 __all__.append("output_channels")

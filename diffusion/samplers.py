@@ -11,13 +11,18 @@ The continuous samplers work in EDM's variance-exploding coordinates, x_ve = x /
 with noise level s = sigma / alpha = exp(-log_snr / 2), where the VP and VE processes share
 one ODE: dx_ve/ds = (x_ve - D(x_ve; s)) / s, D = x0_hat (Karras et al. 2022, eq. 4 and
 sec. 3). The network is queried at the real-valued t whose log-SNR matches s.
+
+`steps_for_nfe` converts a budget of network evaluations (NFE) into each sampler's `steps`
+(Heun spends 2 per step but the last; Langevin `steps_per_level` per level, plus the final
+denoising step), so samplers can be compared at equal NFE.
 """
 
 import math
 
 import torch
 
-__all__ = ["SAMPLERS", "ancestral", "ddim", "heun", "euler_maruyama", "langevin", "karras_sigmas"]
+__all__ = ["SAMPLERS", "ancestral", "ddim", "heun", "euler_maruyama", "langevin", "karras_sigmas",
+           "score_ve", "steps_for_nfe", "nfe_of_steps"]
 
 
 def _randn(shape, generator, like):
@@ -106,6 +111,12 @@ def _denoise_ve(denoiser, x_ve, s):
     return denoiser(alpha * x_ve, t).x0
 
 
+def score_ve(denoiser, x_ve, s):
+    """The denoiser's score of p(x_ve; s) in VE coordinates, (D(x_ve; s) - x_ve)/s^2 (Tweedie;
+    seed 002), at one noise level s (a float) -- what every continuous sampler follows."""
+    return (_denoise_ve(denoiser, x_ve, s) - x_ve) / s**2
+
+
 def _start_ve(denoiser, shape, generator, device, dtype):
     """x_T ~ N(0, prior_std^2) in x-space, expressed in VE coordinates."""
     x = _prior(denoiser, shape, generator, device, dtype)
@@ -174,6 +185,24 @@ def langevin(denoiser, shape, steps=100, generator=None, device="cpu", dtype=tor
     if denoise:
         x = _denoise_ve(denoiser, x, s_min)
     return x
+
+
+def nfe_of_steps(sampler, steps, steps_per_level=5, denoise=True):
+    """Network evaluations a sampler spends for a given `steps`."""
+    if sampler == "heun":
+        return 2 * steps - 1
+    if sampler == "langevin":
+        return steps * steps_per_level + int(denoise)
+    return steps
+
+
+def steps_for_nfe(sampler, nfe, steps_per_level=5, denoise=True):
+    """The largest `steps` whose NFE does not exceed `nfe` (at least 1 step)."""
+    if sampler == "heun":
+        return max(1, (nfe + 1) // 2)
+    if sampler == "langevin":
+        return max(1, (nfe - int(denoise)) // steps_per_level)
+    return max(1, nfe)
 
 
 SAMPLERS = {

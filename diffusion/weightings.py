@@ -15,36 +15,79 @@
     adaptive   EDM2 (Karras et al. 2024, eq. 8): err * w / exp(u(t)) + u(t) with w = 1 and
                a learned per-noise-level log-variance u (losses.AdaptiveHead)
 
-Every table is computed from log-SNR so both ends of the cosine schedule stay finite.
+Seed 002's lambda(sigma) on the denoising score-matching loss lambda |s_hat + eps/sigma|^2
+(Song & Ermon 2019, eq. 2; Vincent 2011). The score error is |eps - eps_hat|/sigma, so
+lambda becomes w = lambda / sigma^2 in eps-space, sigma the process's own noise std:
+    lambda_sigma2      lambda = sigma^2: w = 1 (NCSN's choice; L_simple in eps-space)
+    lambda_one         lambda = 1: w = 1/sigma^2 (the score's plain MSE, = score's `native`)
+    lambda_inv_sigma2  lambda = 1/sigma^2: w = 1/sigma^4
+    lambda_learned     lambda(sigma) = exp(-u(sigma)) learned, on the plain score MSE (base
+                       w = 1/sigma^2) with the `adaptive` machinery: score_err/exp(u) + u.
+                       At the optimum exp(u) = E[score_err | sigma], so every noise level's
+                       loss is normalized to 1 -- the same fixed point as `adaptive`.
+Seed 002's table says lambda = 1 "emphasizes large noise"; against NCSN's lambda = sigma^2
+it multiplies the eps-space weight by 1/sigma^2, so it emphasizes SMALL noise (and
+lambda = 1/sigma^2 even more). Song & Ermon 2019 (sec. 4.2) choose lambda = sigma^2 precisely
+so that lambda |score error|^2 is of order 1 at every sigma.
+
+    edm        EDM's lambda(s) = (s^2 + sd^2)/(s sd)^2 on the denoiser MSE |x0_hat - x0|^2
+               (Karras et al. 2022, Table 1), s = sigma/alpha: w = (s^2 + sd^2)/sd^2,
+               the native weight of the `edm` parameterization
+    uncertainty  seed 004's Gaussian NLL with a learned per-pixel sigma_phi (losses.py);
+               not a fixed weight: its effective eps-space weight is s^2/sigma_phi^2
+
+Every table is computed from log-SNR or log(sigma) so both ends of the cosine schedule stay
+finite (1/sigma^4 is large at t = 0, never infinite: sigma[0] > 0).
 """
 
 import math
 
 import torch
 
-from .parameterizations import Parameterization
+from .parameterizations import SIGMA_DATA, Parameterization
 
-__all__ = ["WEIGHTINGS", "MSE_WEIGHTINGS", "weight_table", "reverse_variance_table"]
+__all__ = ["WEIGHTINGS", "MSE_WEIGHTINGS", "ADAPTIVE_WEIGHTINGS", "weight_table",
+           "reverse_variance_table"]
 
 
-def _native(process, param, gamma):
+def _native(process, param, gamma, **kw):
     return param.scale(process) ** 2
 
 
-def _eps(process, param, gamma):
+def _eps(process, param, gamma, **kw):
     return process.alpha.new_ones(process.T)
 
 
-def _snr(process, param, gamma):
+def _snr(process, param, gamma, **kw):
     return process.log_snr.exp()
 
 
-def _min_snr(process, param, gamma):
+def _min_snr(process, param, gamma, **kw):
     return torch.exp(-process.log_snr).mul(gamma).clamp(max=1.0)
 
 
-def _trunc_snr(process, param, gamma):
+def _trunc_snr(process, param, gamma, **kw):
     return torch.exp(-process.log_snr).clamp(min=1.0)
+
+
+def _lambda_sigma2(process, param, gamma, **kw):
+    """Song & Ermon 2019's lambda = sigma^2 (seed 002): w = 1."""
+    return process.alpha.new_ones(process.T)
+
+
+def _lambda_one(process, param, gamma, **kw):
+    """Seed 002's lambda = 1 on the score MSE: w = 1/sigma^2 (emphasizes small noise)."""
+    return torch.exp(-2 * process.sigma.log())
+
+
+def _lambda_inv_sigma2(process, param, gamma, **kw):
+    """Seed 002's lambda = 1/sigma^2 on the score MSE: w = 1/sigma^4."""
+    return torch.exp(-4 * process.sigma.log())
+
+
+def _edm(process, param, gamma, sigma_data=SIGMA_DATA, **kw):
+    """Karras et al. 2022, Table 1: lambda(s) s^2 = (s^2 + sd^2)/sd^2, s^2 = exp(-log_snr)."""
+    return (torch.exp(-process.log_snr) + sigma_data**2) / sigma_data**2
 
 
 MSE_WEIGHTINGS = {
@@ -53,9 +96,15 @@ MSE_WEIGHTINGS = {
     "snr": _snr,
     "min_snr": _min_snr,
     "trunc_snr": _trunc_snr,
+    "lambda_sigma2": _lambda_sigma2,
+    "lambda_one": _lambda_one,
+    "lambda_inv_sigma2": _lambda_inv_sigma2,
+    "edm": _edm,
 }
-# `vlb` and `adaptive` are not plain MSE weights: losses.py handles them by name.
-WEIGHTINGS = tuple(MSE_WEIGHTINGS) + ("vlb", "adaptive")
+# A learned per-noise-level log-variance u on top of a base weight (losses.AdaptiveHead).
+ADAPTIVE_WEIGHTINGS = {"adaptive": _eps, "lambda_learned": _lambda_one}
+# `vlb`, the adaptive ones and `uncertainty` are not plain MSE weights: losses.py handles them.
+WEIGHTINGS = tuple(MSE_WEIGHTINGS) + ("vlb",) + tuple(ADAPTIVE_WEIGHTINGS) + ("uncertainty",)
 
 
 def reverse_variance_table(process, sigma):
@@ -75,13 +124,17 @@ def vlb_weight(process, sigma):
     return coef**2 / (2 * s2 * math.log(2))
 
 
-def weight_table(name, process, param: Parameterization, gamma=5.0, sigma="fixed_large"):
+def weight_table(name, process, param: Parameterization, gamma=5.0, sigma="fixed_large",
+                 sigma_data=SIGMA_DATA):
     """w(t) for t = 0..T-1 in eps-space (float64). For `vlb` the t = 0 entry is the quadratic
-    coefficient of a Gaussian decoder; `adaptive` reports its base weight w = 1."""
+    coefficient of a Gaussian decoder; `adaptive` and `lambda_learned` report their base
+    weight (1 and 1/sigma^2) and `uncertainty` its weight when sigma_phi^2 = s^2 (w = 1)."""
     if name in MSE_WEIGHTINGS:
-        return MSE_WEIGHTINGS[name](process, param, gamma)
+        return MSE_WEIGHTINGS[name](process, param, gamma, sigma_data=sigma_data)
     if name == "vlb":
         return vlb_weight(process, sigma if sigma.startswith("fixed") else "fixed_small")
-    if name == "adaptive":
+    if name in ADAPTIVE_WEIGHTINGS:
+        return ADAPTIVE_WEIGHTINGS[name](process, param, gamma)
+    if name == "uncertainty":
         return _eps(process, param, gamma)
     raise ValueError(f"unknown weighting {name!r}; choose from {sorted(WEIGHTINGS)}")

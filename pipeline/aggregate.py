@@ -6,6 +6,9 @@ seeds with its t-interval and n, the FID difference to the baseline row with a b
 interval over seeds and sample resamples, FID/KID against both references, the
 memorization check, floors and ceilings at the matched sample count, the paper's CIFAR-10
 values beside the rows that map and, under the table, how our ordering agrees with theirs.
+Seed 004's uncertainty model is also scored on its samples drawn with the seed's proposed
+score (`seed004_*` metrics, listed under the table). On 2-D point data the table's columns
+are sliced Wasserstein, MMD^2 and NLL (`point_table`).
 """
 
 import argparse
@@ -41,6 +44,8 @@ METRICS = {
     "nll_bpd": "heldout",
     "nn_ratio": "train", "near_copy_fraction": "train",
 }
+SEED004 = ("isc_mean", "fid", "fid_matched", "kid_mean", "nn_ratio")  # seed 004's own score
+POINT_METRICS = ("sw", "mmd", "nll_bpd")  # 2-D point data
 BEST = ("fid_best", "fid_best_step")  # the lowest FID over EMA snapshots and its step
 # Differences to the baseline: (metric, its bootstrap resamples in the cell's JSON).
 COMPARED = {"fid": "fid_boot", "fid_heldout_matched": "fid_heldout_matched_boot"}
@@ -77,6 +82,9 @@ def collect(params, results):
         for metric, against in METRICS.items():
             rows.append({**base, "metric": metric, "against": against,
                          "n_images": _n_images(metric, result, params), "value": result.get(metric)})
+        for metric in SEED004 if cell.weighting == "uncertainty" else ():
+            rows.append({**base, "metric": f"seed004_{metric}", "against": METRICS.get(metric, "train"),
+                         "n_images": _n_images(metric, result, params), "value": result.get(f"seed004_{metric}")})
         for metric in BEST:  # only with train.eval_every snapshots
             if metric in result:
                 rows.append({**base, "metric": metric, "against": "train" if metric == "fid_best" else "",
@@ -345,6 +353,51 @@ def to_latex(table):
     return "\n".join(lines) + "\n"
 
 
+def seed004_lines(params, results):
+    """Seed 004's claim under test: the same network sampled with its proposed score."""
+    lines = []
+    for cell_id, cell in params.cells.items():
+        r = results[cell_id]
+        if cell.weighting == "uncertainty" and r["status"] == "ok":
+            lines.append(f"- {cell_id}: FID {_fmt(r.get('fid'), 3)} with Tweedie's score, "
+                         f"{_fmt(r.get('seed004_fid'), 3)} with seed 004's -(x - mu)/sigma_phi^2 "
+                         f"(IS {_fmt(r.get('isc_mean'))} vs {_fmt(r.get('seed004_isc_mean'))}).")
+    if lines:
+        lines.insert(0, "Seed 004's uncertainty model, one network sampled with two scores:")
+        lines.append("")
+    return lines
+
+
+def point_table(params, results, reference):
+    """The table for 2-D point data: sliced Wasserstein and MMD^2 to the training points, NLL."""
+    lines = []
+    for cell_id, cell in params.cells.items():
+        r = results[cell_id]
+        ok = r["status"] == "ok"
+        for prefix, label in (("", ""), ("seed004_", " (seed-004 score)")):
+            if prefix and cell.weighting != "uncertainty":
+                continue
+            lines.append({"cell": cell_id + label, "param": cell.parameterization, "weighting": cell.weighting,
+                          "Sigma": cell.sigma, "SW": _fmt(r.get(prefix + "sw"), 4) if ok else "-",
+                          "MMD2x1e3": _fmt(r.get(prefix + "mmd"), 3, 1e3) if ok else "-",
+                          "NLL": _fmt(r.get("nll_bpd"), 3) if ok else "-",
+                          "status": "ok" if ok else f"{r['status']} at step {r['step']}"})
+    for name, key in (("held-out real data (floor)", "heldout"), ("uniform noise (ceiling)", "noise")):
+        row = reference["rows"][key]
+        lines.append({"cell": name, "param": "", "weighting": "", "Sigma": "", "SW": _fmt(row["sw"], 4),
+                      "MMD2x1e3": _fmt(row["mmd"], 3, 1e3), "NLL": "-", "status": f"n = {row['n']}"})
+    table = pd.DataFrame(lines)
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    notes = ["", f"{params.sample.num_samples} samples per cell ({params.sample.sampler}, {params.sample.steps} "
+             f"steps) on {params.data.name}, 2-D points: SW is the sliced Wasserstein-2 distance and MMD2 the "
+             f"unbiased MMD^2 (Gaussian kernels) to the training points (pipeline/distances.py); the floor is "
+             f"the {reference['rows']['heldout']['n']} held-out points. NLL is the held-out VLB in bits/dim with "
+             f"a continuous Gaussian decoder (a density, so it can be negative); '-' marks a cell that diverged."]
+    return table, "\n".join([header, rule, *body, *notes]) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
@@ -358,13 +411,22 @@ def main(argv=None):
     params = load_or_exit(args.params)
     results = load_results(params, args.metrics_dir)
     reference = load_json(args.reference)
-    long = collect(params, results)
-    summary = summarize(params, results)
-    table = wide_table(params, results, summary, reference)
+    if params.points:
+        rows = [{"cell": c, "parameterization": cell.parameterization, "weighting": cell.weighting,
+                 "sigma": cell.sigma, "status": results[c]["status"], "metric": m, "value": results[c].get(m)}
+                for c, cell in params.cells.items() for m in POINT_METRICS]
+        long, summary = pd.DataFrame(rows), pd.DataFrame(columns=["group", "metric", "mean"])
+        table, markdown = point_table(params, results, reference)
+        markdown += "\n" + footer(results, list(params.cells)) + "\n"
+    else:
+        long = collect(params, results)
+        summary = summarize(params, results)
+        table = wide_table(params, results, summary, reference)
+        markdown = (to_markdown(table, params, reference) + "\n".join(paper_agreement(params, results, summary))
+                    + "\n\n" + "\n".join(seed004_lines(params, results)) + footer(results, list(params.cells))
+                    + "\n")
     save_text(long.to_csv(index=False), args.csv)
     save_text(summary.to_csv(index=False), args.summary)
-    markdown = (to_markdown(table, params, reference) + "\n".join(paper_agreement(params, results, summary))
-                + "\n\n" + footer(results, list(params.cells)) + "\n")
     save_text(markdown, args.markdown)
     save_text(to_latex(table), args.latex)
     print(markdown)

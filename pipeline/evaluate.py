@@ -8,6 +8,9 @@ memorization check; and the NLL in bits/dim on held-out data (the full T-step va
 bound, Ho et al. 2020 Table 1).
 With EMA snapshots from `train.eval_every`, also FID against training step and the best of
 them, the number DDPM reports. Sampling and NLL run on `metrics.device`.
+On 2-D point data the sample metrics are the sliced Wasserstein distance and MMD^2 to the
+training points (pipeline/distances.py), and the NLL uses a continuous Gaussian decoder.
+Seed 004's uncertainty model also gets its seed-score samples scored, under `seed004_<metric>`.
 """
 
 import argparse
@@ -22,15 +25,17 @@ from tqdm import tqdm
 from diffusion import vlb_bits_per_dim
 
 from . import accel
-from .data import to_model
 from . import stats
+from .build import load_denoiser
+from .data import to_model
+from .distances import point_metrics
 from .fidelity import (_to_unit_range, cached_reference_features, compute_metrics, extract_features,
                        extractor_settings, fid_from_statistics, fid_statistics, load_classifier)
 from .io import load_json, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
 from .provenance import provenance
 from .reference import fid_at_n, flat, flat_images, matched_n
-from .sample import draw_samples, load_denoiser
+from .sample import draw_samples
 
 
 def heldout_nll(params, state, heldout, levels, device=torch.device("cpu")):
@@ -61,7 +66,7 @@ def fid_by_step(params, state, reference_images, levels, common, device):
     for snap in state.get("snapshots", []):
         row = {"step": int(snap["step"]), "fid": None, "isc_mean": None}
         if all(bool(torch.isfinite(v).all()) for v in snap["ema"].values() if v.is_floating_point()):
-            samples = draw_samples(params, state, shape, levels, device=device, weights=snap["ema"],
+            samples, _ = draw_samples(params, state, shape, levels, device=device, weights=snap["ema"],
                                    num_samples=params.metrics.snapshot_samples)
             m = compute_metrics(samples, reference_images, **common)
             row.update(fid=m["fid"], isc_mean=m["isc_mean"])
@@ -73,14 +78,19 @@ def fid_by_step(params, state, reference_images, levels, common, device):
 @torch.no_grad()
 def class_fractions(evaluator_path, images):
     """Fraction of samples the evaluator assigns to each class (mode coverage)."""
+    from .fidelity import _to_unit_range, load_classifier
+
     model = load_classifier(evaluator_path).eval()
     predicted = model(_to_unit_range(images)).argmax(1)
     counts = torch.bincount(predicted, minlength=model.config["num_classes"])
     return (counts.double() / len(images)).tolist()
 
 
-def sample_quality(params, samples, train, heldout, evaluator, cache_dir, extractor):
-    """Every sample-set metric of one cell, as flat JSON keys (see the module docstring)."""
+def sample_metrics(params, samples, train, heldout, evaluator, cache_dir, extractor):
+    """Every sample-set metric of one cell, as flat JSON keys (see the module docstring);
+    sliced Wasserstein and MMD^2 against the training points for 2-D point data."""
+    if params.points:
+        return point_metrics(samples, train["images"], seed=params.metrics.seed)
     m = params.metrics
     x_train, x_held = train["images"], heldout["images"]
     common = dict(extractor_weights_path=evaluator, cache_root=cache_dir, seed=m.seed,
@@ -107,6 +117,10 @@ def sample_quality(params, samples, train, heldout, evaluator, cache_dir, extrac
                                  flat_images(x_train, levels), m.copy_threshold)
     out.update(nn_ratio=copying["nn_ratio"], near_copy_fraction=copying["near_copy_fraction"],
                nn_median=copying["nn_median"])
+    if extractor["feature_extractor"] != "inception-v3-compat":  # Inception's classes are not the data's
+        fractions = class_fractions(evaluator, samples)
+        out["min_class_fraction"] = min(fractions)
+        out["class_fractions"] = [round(f, 4) for f in fractions]
     return out
 
 
@@ -145,14 +159,14 @@ def main(argv=None):
     levels = int(train["levels"]) or None
     start = time.perf_counter()
     extractor = extractor_settings(params.metrics.feature_extractor, device)
-    result.update(sample_quality(params, samples["samples"], train, heldout, args.evaluator, args.cache_dir,
+    result.update(sample_metrics(params, samples["samples"], train, heldout, args.evaluator, args.cache_dir,
                                  extractor))
-    if params.metrics.feature_extractor == "classifier":  # Inception's classes are not the data's
-        fractions = class_fractions(args.evaluator, samples["samples"])
-        result["min_class_fraction"] = min(fractions)
-        result["class_fractions"] = [round(f, 4) for f in fractions]
+    if "samples_seed004" in samples:
+        seed = sample_metrics(params, samples["samples_seed004"], train, heldout, args.evaluator, args.cache_dir,
+                              extractor)
+        result.update({f"seed004_{k}": v for k, v in seed.items()})
     result["nll_bpd"] = heldout_nll(params, state, heldout, levels, device)
-    if state.get("snapshots"):
+    if state.get("snapshots") and not params.points:
         common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir,
                       reference_cache_name="train", seed=params.metrics.seed,
                       kid_subset_size=params.metrics.kid_subset_size, **extractor)
@@ -162,12 +176,16 @@ def main(argv=None):
         if scored:
             best = min(scored, key=lambda r: r["fid"])
             result["fid_best"], result["fid_best_step"] = best["fid"], best["step"]
-    result["feature_extractor"] = extractor["feature_extractor"]
+    result["feature_extractor"] = None if params.points else extractor["feature_extractor"]
     result["n_samples"] = len(samples["samples"])
+    result["nfe"] = samples.get("nfe")
     result["seconds"] = round(time.perf_counter() - start, 2)
     save_json(result, args.out)
-    print(f"{args.cell}: IS {result['isc_mean']:.2f} FID {result['fid']:.3f} "
-          f"KID {result['kid_mean']:.4f} NLL {result['nll_bpd']:.3f} bits/dim")
+    if params.points:
+        print(f"{args.cell}: SW {result['sw']:.4f} MMD^2 {result['mmd']:.5f} NLL {result['nll_bpd']:.3f} bits/dim")
+    else:
+        print(f"{args.cell}: IS {result['isc_mean']:.2f} FID {result['fid']:.3f} "
+              f"KID {result['kid_mean']:.4f} NLL {result['nll_bpd']:.3f} bits/dim")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 `metrics.feature_extractor: classifier`, train the small classifier used on offline data
 (logits for IS, penultimate features for FID/KID); with `inception-v3-compat`, train
 nothing: copy the checked Inception weights (local file or hub cache) to the output, so the
-DAG and the reference-statistics key stay the same and the weights reach every node."""
+DAG and the reference-statistics key stay the same and the weights reach every node. 2-D
+point data needs none (its metrics are distances on the points): the stage then writes a
+marker, so the DAG is the same for every data set."""
 
 import argparse
 import time
 
 from . import inception
-from .io import load_torch, run_stage, save_json, set_threads
+from .io import load_torch, run_stage, save_json, save_torch, set_threads
 from .params import load_or_exit
 
 
@@ -32,6 +34,11 @@ def main(argv=None):
     params = load_or_exit(args.params)
     set_threads()
     start = time.perf_counter()
+    if params.points:
+        save_torch({"kind": "none", "data": params.data.name}, args.out)
+        save_json({"note": f"{params.data.name}: 2-D points, no feature extractor"}, args.metrics)
+        print(f"evaluator: not needed for {params.data.name} (2-D points)")
+        return
     if params.metrics.feature_extractor == inception.NAME:
         result = {**inception_weights(params, args.out), "seconds": round(time.perf_counter() - start, 2)}
         save_json(result, args.metrics)

@@ -6,6 +6,7 @@ grid, duplicate key or cell) is reported as one line naming its key path, and
 one line per trained model: `id: {parameterization, weighting, sigma, train: {overrides}}`.
 A seed replicate is a cell whose only override is `train: {seed: N}`, id suffix `-sN`
 (`eps-eps-s1`); `replicate_groups` joins replicates into one table row.
+`sampler_study` lists trained cells, samplers and NFE budgets for the sampler study stages.
 """
 
 import dataclasses
@@ -24,6 +25,7 @@ TEST_SPLITS = ("cifar10",)            # data sets whose own test split can be th
 DEVICES = ("auto", "cpu", "cuda")     # auto: cuda when torch sees a GPU, else cpu
 PRECISIONS = ("fp32", "bf16")
 FEATURE_EXTRACTORS = ("classifier", "inception-v3-compat")
+POINT_DATASETS = ("swiss_roll",)  # 2-D points: scatter plots and distances instead of images and FID
 SLUG = re.compile(r"^[a-z0-9_]+$")
 CELL_ID = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)*$")
 REPLICATE_SUFFIX = re.compile(r"-s([0-9]+)$")
@@ -61,6 +63,7 @@ class Model:
     num_res_blocks: int = 2
     attention_resolutions: typing.Tuple[int, ...] = (16,)
     dropout: float = 0.0
+    sigma_data: float = 0.5           # the edm parameterization and weighting (Karras et al. 2022)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,17 @@ class Sample:
     clip_x0: bool = True
     seed: int = 1
     device: str = "auto"
+    langevin_steps_per_level: int = 5      # annealed Langevin: updates per noise level
+    langevin_step_size: float = 2.0e-5     # Song & Ermon 2019's epsilon (step at the smallest level)
+
+
+@dataclass(frozen=True)
+class SamplerStudy:
+    cells: typing.Tuple[str, ...] = ("eps-eps",)
+    samplers: typing.Tuple[str, ...] = ("ancestral", "ddim", "heun", "euler_maruyama")
+    nfe: typing.Tuple[int, ...] = (10, 20, 50, 100)
+    num_samples: int = 500
+    seed: int = 3
 
 
 @dataclass(frozen=True)
@@ -146,9 +160,15 @@ class Params:
     train: Train
     cells: typing.Dict[str, Cell]
     sample: Sample
+    sampler_study: SamplerStudy
     evaluator: Evaluator
     metrics: Metrics
     stats: Stats
+
+    @property
+    def points(self):
+        """True for 2-D point data (scatter plots, distances) rather than images (grids, FID)."""
+        return self.data.name in POINT_DATASETS
 
     def cell_train(self, cell_id):
         """The training settings of one cell: `train` with the cell's overrides applied."""
@@ -271,7 +291,7 @@ def _check_train(train, path):
 def _check(p: Params):
     # The slugs come from the library's registries (imported here, not at module level, so
     # that reading params stays cheap for a no-op Snakemake run; see validate_once).
-    from diffusion import PARAMETERIZATIONS, SAMPLERS, SCHEDULES, SIGMAS, WEIGHTINGS
+    from diffusion import LEARNED_SIGMAS, PARAMETERIZATIONS, SAMPLERS, SCHEDULES, SIGMAS, WEIGHTINGS
     from diffusion.nets import NETWORKS
 
     _choice(p.data.name, DATASETS, "data.name")
@@ -293,6 +313,7 @@ def _check(p: Params):
         _positive(getattr(p.model, name), f"model.{name}")
     if not 0 <= p.model.dropout < 1:
         raise ParamsError(f"model.dropout: must be in [0, 1), got {p.model.dropout!r}")
+    _positive(p.model.sigma_data, "model.sigma_data")
     _check_train(p.train, "train")
     if not p.cells:
         raise ParamsError("cells: the grid is empty; add at least one cell")
@@ -308,6 +329,9 @@ def _check(p: Params):
                               f"for a {p.process.kind} process")
         _choice(cell.weighting, WEIGHTINGS, f"{path}.weighting")
         _choice(cell.sigma, SIGMAS, f"{path}.sigma")
+        if cell.weighting == "uncertainty" and cell.sigma in LEARNED_SIGMAS:
+            raise ParamsError(f"{path}.sigma: the uncertainty weighting (seed 004) needs a fixed Sigma, "
+                              f"got {cell.sigma!r}")
         for key in cell.train:
             if key not in train_keys:
                 raise ParamsError(f"{path}.train.{key}: unknown key (allowed: {', '.join(sorted(train_keys))})")
@@ -328,8 +352,13 @@ def _check(p: Params):
     _choice(p.sample.sampler, SAMPLERS, "sample.sampler")
     for name in ("steps", "num_samples", "batch_size"):
         _positive(getattr(p.sample, name), f"sample.{name}")
-    if p.sample.sampler in ("ancestral",) and p.sample.steps > p.process.T:
+    if p.sample.sampler in ("ancestral", "ddim") and p.sample.steps > p.process.T:
         raise ParamsError(f"sample.steps: {p.sample.steps} is more than process.T = {p.process.T}")
+    _positive(p.sample.langevin_steps_per_level, "sample.langevin_steps_per_level")
+    _positive(p.sample.langevin_step_size, "sample.langevin_step_size")
+    if p.points and p.sample.clip_x0:
+        raise ParamsError(f"sample.clip_x0: must be false for 2-D point data ({p.data.name} is not in [-1, 1])")
+    _check_study(p)
     for name in ("steps", "batch_size", "lr", "feature_dim"):
         _positive(getattr(p.evaluator, name), f"evaluator.{name}")
     _choice(p.sample.device, DEVICES, "sample.device")
@@ -343,9 +372,6 @@ def _check(p: Params):
     if p.metrics.snapshot_samples < 10:
         raise ParamsError(f"metrics.snapshot_samples: must be >= 10 (IS uses 10 splits), "
                           f"got {p.metrics.snapshot_samples!r}")
-    if p.metrics.kid_subset_size > p.sample.num_samples:
-        raise ParamsError(f"metrics.kid_subset_size: {p.metrics.kid_subset_size} is larger than "
-                          f"sample.num_samples = {p.sample.num_samples}")
     if p.metrics.matched_n is not None:
         if p.metrics.matched_n < 2:
             raise ParamsError(f"metrics.matched_n: must be >= 2 or null, got {p.metrics.matched_n!r}")
@@ -359,6 +385,35 @@ def _check(p: Params):
     if not 0 < p.stats.confidence < 1:
         raise ParamsError(f"stats.confidence: must be in (0, 1), got {p.stats.confidence!r}")
     _positive(p.stats.bootstrap, "stats.bootstrap")
+    for path, n in (("sample.num_samples", p.sample.num_samples),
+                    ("sampler_study.num_samples", p.sampler_study.num_samples)):
+        if not p.points and p.metrics.kid_subset_size > n:
+            raise ParamsError(f"metrics.kid_subset_size: {p.metrics.kid_subset_size} is larger than "
+                              f"{path} = {n}")
+
+
+def _check_study(p: Params):
+    from diffusion import SAMPLERS
+
+    s = p.sampler_study
+    for name in ("cells", "samplers", "nfe"):
+        values = getattr(s, name)
+        if not values:
+            raise ParamsError(f"sampler_study.{name}: empty; list at least one")
+        if len(set(values)) != len(values):
+            raise ParamsError(f"sampler_study.{name}: duplicate entries in {list(values)}")
+    for i, cell in enumerate(s.cells):
+        if cell not in p.cells:
+            raise ParamsError(f"sampler_study.cells[{i}]: {cell!r} is not a cell of cells: "
+                              f"(choose from {', '.join(p.cells)})")
+    for i, sampler in enumerate(s.samplers):
+        _choice(sampler, SAMPLERS, f"sampler_study.samplers[{i}]")
+    for i, nfe in enumerate(s.nfe):
+        _positive(nfe, f"sampler_study.nfe[{i}]")
+        if nfe > p.process.T and ({"ancestral", "ddim"} & set(s.samplers)):
+            raise ParamsError(f"sampler_study.nfe[{i}]: {nfe} is more than process.T = {p.process.T} "
+                              "(ancestral and ddim take one network evaluation per step of the process)")
+    _positive(s.num_samples, "sampler_study.num_samples")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

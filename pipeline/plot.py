@@ -1,6 +1,9 @@
 """Stage `plot`: seaborn figures of the grid: FID heatmap over parameterization x
 weighting, the spread of FID over seeds against the floors, the memorization check,
-training-loss curves, per-t loss profiles and a panel of sample grids."""
+training-loss curves, per-t loss profiles, a panel of sample grids (scatters and score fields
+on 2-D points, with sliced Wasserstein in the heatmap) and, for seed 004's uncertainty
+model, its learned variance sigma_phi^2 against the noise level beside the seed's predicted
+optimum s^2 + (mu_theta - x0)^2 (a note when the grid has no such cell)."""
 
 import argparse
 import math
@@ -17,14 +20,17 @@ from .io import load_json, run_stage, save_figure  # noqa: E402
 from .params import load_or_exit  # noqa: E402
 
 
-def fid_heatmap(metrics, path):
-    fid = metrics[metrics.metric == "fid"].copy()
-    fid["row"] = fid.parameterization + " / " + fid.sigma
+def fid_heatmap(metrics, path, metric="fid"):
+    """Heatmap of `metric` (FID; `sw` on 2-D points) over (parameterization / Sigma) x weighting."""
+    label = {"fid": "FID", "sw": "sliced Wasserstein-2"}[metric]
+    fid = metrics[metrics.metric == metric].copy()
+    score = fid["score"] if "score" in fid else pd.Series("tweedie", index=fid.index)
+    fid["row"] = fid.parameterization + " / " + fid.sigma + score.map({"tweedie": "", "seed004": " / seed-004 score"})
     grid = fid.pivot_table(index="row", columns="weighting", values="value", aggfunc="mean")
     fig, ax = plt.subplots(figsize=(1.4 * max(3, grid.shape[1]) + 2, 0.6 * max(3, grid.shape[0]) + 1.5))
-    sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis_r", ax=ax, cbar_kws={"label": "FID"},
-                mask=grid.isna())
-    ax.set_title("FID against the training set, mean over seeds (blank: diverged or not in grid)")
+    sns.heatmap(grid, annot=True, fmt=".2f" if metric == "fid" else ".3f", cmap="viridis_r", ax=ax,
+                cbar_kws={"label": label}, mask=grid.isna())
+    ax.set_title(f"{label} against the training set, mean over seeds (blank: diverged or not in grid)")
     ax.set_xlabel("weighting")
     ax.set_ylabel("parameterization / Sigma")
     save_figure(fig, path, dpi=120, bbox_inches="tight")
@@ -36,6 +42,14 @@ SPREAD_PANELS = (  # (metric, title, reference row whose value is the floor at t
     ("fid_matched", "FID@n vs training set\n(floor: held-out images; dotted: a copier)", "heldout", "fid_matched"),
     ("fid_heldout_matched", "FID@n vs held-out set\n(floor: training images)", "train", "fid_heldout_matched"),
 )
+
+
+def note_figure(path, text):
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    ax.axis("off")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def fid_spread(metrics, summary, reference, path):
@@ -130,6 +144,33 @@ def loss_profiles(profile_paths, path):
     plt.close(fig)
 
 
+def uncertainty_plot(profile_paths, path):
+    """Seed 004: learned sigma_phi^2 (mean over pixels) against s, beside the seed's predicted
+    optimum s^2 + (mu_theta - x0)^2 and Tweedie's implicit choice sigma_phi^2 = s^2."""
+    profile = _read_csvs(profile_paths)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if profile.empty or "sigma_phi2" not in profile or profile["sigma_phi2"].isna().all():
+        ax.text(0.5, 0.5, "no uncertainty cell (weighting: uncertainty) in the grid",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.axis("off")
+    else:
+        rows = profile.dropna(subset=["sigma_phi2"])
+        long = pd.concat([
+            rows.assign(quantity="learned sigma_phi^2", value=rows.sigma_phi2),
+            rows.assign(quantity="seed 004: s^2 + (mu - x0)^2", value=rows.seed_sigma_phi2),
+            rows.assign(quantity="Tweedie: s^2", value=rows.s**2),
+        ])
+        sns.lineplot(data=long, x="s", y="value", hue="quantity", style="cell", ax=ax, linewidth=1.2)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("noise level s = sigma / alpha")
+        ax.set_ylabel("variance of x0 given x_t (mean over pixels)")
+        ax.legend(fontsize=7)
+    ax.set_title("Seed 004's learned uncertainty against its predicted optimum")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def sample_panel(grid_paths, path):
     n = len(grid_paths)
     cols = min(6, n)
@@ -159,12 +200,18 @@ def main(argv=None):
     out = Path(args.out_dir)
     cells = list(params.cells)
     metrics = pd.read_csv(args.metrics)
-    fid_heatmap(metrics, out / "fid_heatmap.png")
+    fid_heatmap(metrics, out / "fid_heatmap.png", "sw" if params.points else "fid")
     summary, reference = pd.read_csv(args.summary), load_json(args.reference)
-    fid_spread(metrics, summary, reference, out / "fid_spread.png")
-    memorization(metrics, reference, out / "memorization.png")
+    if params.points:  # no FID spread or pixel memorization on 2-D points: say so in the figures
+        for name in ("fid_spread", "memorization"):
+            note_figure(out / f"{name}.png", f"{name}: not computed for 2-D point data ({params.data.name})")
+    else:
+        fid_spread(metrics, summary, reference, out / "fid_spread.png")
+        memorization(metrics, reference, out / "memorization.png")
     loss_curves([Path(args.train_dir) / c / "losses.csv" for c in cells], out / "loss_curves.png")
-    loss_profiles([Path(args.train_dir) / c / "profile.csv" for c in cells], out / "loss_profile.png")
+    profiles = [Path(args.train_dir) / c / "profile.csv" for c in cells]
+    loss_profiles(profiles, out / "loss_profile.png")
+    uncertainty_plot(profiles, out / "uncertainty.png")
     sample_panel([Path(args.samples_dir) / f"{c}.png" for c in cells], out / "samples.png")
     print(f"plots written to {out}/")
 

@@ -60,15 +60,22 @@ def _random_flip(x0, generator):
 
 @torch.no_grad()
 def loss_profile(objective, net, x0, generator, points=PROFILE_POINTS):
-    """Mean eps-space MSE and objective loss of `net` at evenly spaced t (the per-t profile)."""
-    T = objective.process.T
+    """Mean eps-space MSE and objective loss of `net` at evenly spaced t (the per-t profile).
+    For seed 004's uncertainty model also the noise level s = sigma/alpha, the learned
+    variance sigma_phi^2 and the seed's predicted optimum s^2 + (mu_theta - x0)^2 (means over
+    pixels and examples)."""
+    process = objective.process
     rows = []
-    for t_value in torch.linspace(0, T - 1, points).round().long().tolist():
+    for t_value in torch.linspace(0, process.T - 1, points).round().long().tolist():
         t = torch.full(x0.shape[:1], t_value, dtype=torch.long, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator).to(x0.device)
         terms = objective(net, x0, t, eps)
-        rows.append({"t": t_value, "mse_eps": float(terms["mse_eps"].mean()),
-                     "loss": float(terms["loss"].mean())})
+        row = {"t": t_value, "mse_eps": float(terms["mse_eps"].mean()), "loss": float(terms["loss"].mean())}
+        if "sigma_phi2" in terms:
+            row.update(s=float(process.sigma[t_value] / process.alpha[t_value]),
+                       sigma_phi2=float(terms["sigma_phi2"].mean()),
+                       seed_sigma_phi2=float(terms["seed_sigma_phi2"].mean()))
+        rows.append(row)
     return rows
 
 
@@ -95,7 +102,7 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
 
     torch.manual_seed(train.seed)
     process = build_process(params.process)
-    net = build_net(params.model, x_all.shape[1:], cell.sigma).to(rt.device)
+    net = build_net(params.model, x_all.shape[1:], cell.sigma, cell.weighting).to(rt.device)
     channels_last = accel.uses_channels_last(rt.device, params.model)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)

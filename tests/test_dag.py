@@ -1,5 +1,6 @@
 """Snakefile and dvc.yaml describe the same DAG: the same commands and outputs, and both
-count one training job per cell of params.yaml."""
+count one training job per cell of params.yaml and one sampler-study job per (cell,
+sampler, NFE) of its `sampler_study` section."""
 
 import re
 
@@ -50,6 +51,17 @@ def test_both_tools_count_one_train_job_per_cell(snakemake_jobs, dvc_stages):
     assert {s["name"] for s in dvc_train} == {f"train@{c}" for c in cells}
 
 
+def test_both_tools_count_one_study_job_per_point(snakemake_jobs, dvc_stages):
+    study = yaml.safe_load((ROOT / "params.yaml").read_text())["sampler_study"]
+    points = {(c, s, n) for c in study["cells"] for s in study["samplers"] for n in study["nfe"]}
+    sm = [j for j in snakemake_jobs.values() if j["rule"] == "sampler_study"]
+    dvc = [s for s in dvc_stages.values() if s["name"].startswith("sampler_study@")]
+    assert len(sm) == len(dvc) == len(points)
+    expected = {f"results/sampler_study/{c}/{s}-{n}.json" for c, s, n in points}
+    assert set().union(*(j["outputs"] for j in sm)) == expected
+    assert set().union(*(s["outputs"] for s in dvc)) == expected
+
+
 def test_same_commands(snakemake_jobs, dvc_stages):
     assert set(snakemake_jobs) == set(dvc_stages)
 
@@ -65,5 +77,7 @@ def test_dry_run_counts(tmp_path):
     cells = yaml.safe_load((ROOT / "params.yaml").read_text())["cells"]
     for rule in ("train", "sample", "evaluate"):
         assert counts[rule] == len(cells), out
-    for rule in ("prepare", "evaluator", "reference", "aggregate", "plot"):
+    for rule in ("prepare", "evaluator", "reference", "aggregate", "plot", "sampler_table"):
         assert counts[rule] == 1, out
+    study = yaml.safe_load((ROOT / "params.yaml").read_text())["sampler_study"]
+    assert counts["sampler_study"] == len(study["cells"]) * len(study["samplers"]) * len(study["nfe"])

@@ -83,7 +83,9 @@ def test_weight_tables_closed_forms():
     torch.testing.assert_close(weight_table("adaptive", p, param), torch.ones(p.T, dtype=F64))
     with pytest.raises(ValueError, match="unknown weighting"):
         weight_table("lsimple", p, param)
-    assert set(WEIGHTINGS) == {"native", "eps", "snr", "min_snr", "trunc_snr", "vlb", "adaptive"}
+    assert set(WEIGHTINGS) == {"native", "eps", "snr", "min_snr", "trunc_snr", "vlb", "adaptive",
+                               "lambda_sigma2", "lambda_one", "lambda_inv_sigma2", "lambda_learned",
+                               "edm", "uncertainty"}
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
@@ -104,7 +106,7 @@ def test_vlb_weight_is_ddpm_formula(schedule, sigma):
 def test_weight_tables_finite_on_cosine():
     p = PROCESSES["vp_cosine"]
     for name in NAMES:
-        for weighting in list(MSE_WEIGHTINGS) + ["vlb", "adaptive"]:
+        for weighting in WEIGHTINGS:
             w = weight_table(weighting, p, PARAMETERIZATIONS[name])
             assert bool(torch.isfinite(w).all() and (w > 0).all()), (name, weighting)
     param = PARAMETERIZATIONS["eps"]

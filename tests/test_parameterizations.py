@@ -41,7 +41,7 @@ def batch(process, seed=0, n_random=40, D=3, fractional=False):
 
 
 def test_registry():
-    assert set(NAMES) == {"eps", "x0", "v", "mu", "score"}
+    assert set(NAMES) == {"eps", "x0", "v", "mu", "score", "edm"}
     for name in NAMES:
         assert PARAMETERIZATIONS[name].name == name
         assert get_parameterization(name) is PARAMETERIZATIONS[name]
@@ -83,6 +83,8 @@ def test_all_views_agree(proc_name):
         "v": alpha * eps_hat - sigma * x0_hat,
         "score": -eps_hat / sigma,
         "mu": process.posterior_mean(x0_hat, x_t, t.long()),
+        # Karras et al. 2022, eq. 7-8: F = (x0 - c_skip x_ve)/c_out, x_ve = x_t/alpha, s = sigma/alpha
+        "edm": edm_target(x0_hat, x_t / alpha, sigma / alpha),
     }
     for name in NAMES:
         if proc_name == "ve" and name == "v":
@@ -101,6 +103,21 @@ def test_all_views_agree(proc_name):
         torch.testing.assert_close(sigma * x_t + alpha * v, eps_hat, rtol=1e-9, atol=1e-9)
 
 
+def edm_target(x0, x_ve, s, sd=0.5):
+    """Karras et al. 2022, Table 1, written out: c_skip = sd^2/(s^2 + sd^2), c_out = s sd/sqrt(s^2 + sd^2)."""
+    c_skip = sd**2 / (s**2 + sd**2)
+    c_out = s * sd / (s**2 + sd**2).sqrt()
+    return (x0 - c_skip * x_ve) / c_out
+
+
+def edm_network_view(process, x_in, c_noise, sd=0.5):
+    """Undo EDM's c_in and c_noise: (x_t, t) from (c_in x_ve, ln(s)/4)."""
+    s = torch.exp(4 * c_noise.double())
+    t = process.t_from_log_snr(-2 * s.log())
+    alpha, _ = process.alpha_sigma_at(t, x_in)
+    return alpha * x_in * (s[:, None] ** 2 + sd**2).sqrt(), t
+
+
 class EpsNet(nn.Module):
     """A fixed nonlinear eps predictor; `as_param` re-expresses it in another parameterization."""
 
@@ -110,6 +127,8 @@ class EpsNet(nn.Module):
 
     def forward(self, x_t, t_model):
         t = t_model.double()
+        if self.param.name == "edm":  # the network sees c_in x_ve and c_noise
+            x_t, t = edm_network_view(self.process, x_t, t_model)
         eps_hat = torch.tanh(x_t) * (1 + t[:, None] / 1000) - 0.2
         c = self.param.coefs(self.process, t, x_t)
         x0_hat = (x_t - c["sigma"] * eps_hat) / c["alpha"]
@@ -170,6 +189,7 @@ def test_native_weights_are_design_vp_forms(schedule):
         "v": 1 + 1 / snr,
         "score": 1 + snr,
         "mu": beta**2 / ((1 - beta) * (1 - ab)),
+        "edm": (1 / snr + 0.25) / 0.25,  # EDM's lambda(s) s^2, s^2 = 1/snr, sigma_data = 0.5
     }
     for name in NAMES:
         w = weight_table("native", process, PARAMETERIZATIONS[name])

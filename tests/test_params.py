@@ -60,6 +60,18 @@ CASES = [
     ("stats", DELETE, "stats: missing section"),
     ("metrics.matched_n", 5000, "metrics.matched_n: 5000 is larger than sample.num_samples"),
     ("metrics.draws", 0, "metrics.draws: must be > 0"),
+    ("cells.x0-unc", {"parameterization": "x0", "weighting": "uncertainty", "sigma": "learned"},
+     "cells.x0-unc.sigma: the uncertainty weighting (seed 004) needs a fixed Sigma"),
+    ("model.sigma_data", 0.0, "model.sigma_data: must be > 0"),
+    ("sample.langevin_steps_per_level", 0, "sample.langevin_steps_per_level: must be > 0"),
+    ("sampler_study.cells", ["eps-eps", "nope"], "sampler_study.cells[1]: 'nope' is not a cell of cells:"),
+    ("sampler_study.samplers", ["ddim", "dpm"], "sampler_study.samplers[1]: unknown value 'dpm'"),
+    ("sampler_study.nfe", [10, -1], "sampler_study.nfe[1]: must be > 0"),
+    ("sampler_study.nfe", [10, 2000], "sampler_study.nfe[1]: 2000 is more than process.T = 1000"),
+    ("sampler_study.nfe", [10, 10], "sampler_study.nfe: duplicate entries"),
+    ("sampler_study.cells", [], "sampler_study.cells: empty"),
+    ("sampler_study.num_samples", 100, "metrics.kid_subset_size: 300 is larger than sampler_study.num_samples"),
+    ("sampler_study", DELETE, "sampler_study: missing section"),
 ]
 
 
@@ -75,6 +87,18 @@ def test_each_mistake_is_one_line_naming_the_key(path, value, message):
 def test_the_default_and_tiny_params_are_valid(tiny_params):
     assert len(load(ROOT / "params.yaml").cells) == len(BASE["cells"])
     assert len(load(tiny_params).cells) == 5
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")) + sorted(
+    (ROOT / "tests" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(config):
+    assert load(config).cells
+
+
+def test_point_data_refuses_clipping():
+    raw = mutate("data.name", "swiss_roll")
+    with pytest.raises(ParamsError, match="sample.clip_x0: must be false for 2-D point data"):
+        parse(raw)
 
 
 def test_duplicate_yaml_key_is_refused(tmp_path):
@@ -117,8 +141,9 @@ def test_stage_refuses_bad_params_before_compute(tmp_path):
                              "--checkpoint", str(tmp_path / "c.pt")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        f"error: {path}: cells.eps-eps.weighting: unknown value 'l1' (choose from adaptive, eps, min_snr, "
-        "native, snr, trunc_snr, vlb)"]
+        f"error: {path}: cells.eps-eps.weighting: unknown value 'l1' (choose from adaptive, edm, eps, "
+        "lambda_inv_sigma2, lambda_learned, lambda_one, lambda_sigma2, min_snr, native, snr, trunc_snr, "
+        "uncertainty, vlb)"]
     assert not out.exists()
 
 
