@@ -96,7 +96,9 @@ def shrunk_paper_config(cifar_dir, weights):
     raw["cells"] = {"eps-eps": raw["cells"]["eps-eps"]}
     raw["sample"].update(steps=5, num_samples=10, batch_size=10, device="cpu")
     raw["metrics"].update(kid_subset_size=10, nll_examples=4, snapshot_samples=10,
-                          inception_weights=str(weights), device="cpu")
+                          inception_weights=str(weights), device="cpu", draws=2, resamples=3)
+    raw["sampler_study"].update(cells=["eps-eps"], samplers=["ddim"], nfe=[5], num_samples=10)
+    raw["stats"].update(bootstrap=50)
     return raw
 
 
