@@ -168,10 +168,13 @@ def test_diverged_cell_is_recorded_and_the_grid_completes(tmp_path, tiny_params)
 
 @pytest.mark.slow
 def test_second_snakemake_is_refused_by_the_lock(tmp_path, tiny_params):
-    from conftest import tool
+    from conftest import BIN, tool
 
     project = make_project(tmp_path / "p", tiny_params)
-    first = subprocess.Popen([tool("snakemake"), "--cores", "1"], cwd=project,
+    # The environment's python on PATH, as conftest.run gives the second: without it the
+    # first run's jobs fail at once where the venv is not activated, and the lock goes with them.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    first = subprocess.Popen([tool("snakemake"), "--cores", "1"], cwd=project, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
