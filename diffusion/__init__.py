@@ -16,8 +16,9 @@ Where each seed formula lives (../shared/seeds):
          Algorithm 2 (ancestral sampling)           samplers.ancestral
          Langevin dynamics, sec. 2.5                samplers.langevin
     002  x = x0 + sigma eps, geometric sigmas       process.ve_process
-         DSM loss with lambda(sigma)                losses.Objective on the score
-                                                    parameterization (lambda = sigma^2 is w = 1)
+         DSM loss with lambda(sigma)                losses.Objective on the score parameterization
+                                                    with weightings "lambda_sigma2", "lambda_one",
+                                                    "lambda_inv_sigma2", "lambda_learned"
          Tweedie: E[x0 | x] = x + sigma^2 score     samplers._denoise_ve / euler_maruyama
          annealed Langevin sampling                 samplers.langevin
          (seed 002's table says lambda = 1 emphasizes large noise; in eps-space it is
@@ -30,11 +31,12 @@ Where each seed formula lives (../shared/seeds):
          importance sampling of t                   timesteps.ImportanceSampler
          (seed 003 says L_simple up-weights small t; against the VLB it DOWN-weights them,
          Ho et al. 2020 sec. 3.4.)
-    004  x = x0 + sigma eps with a learned sigma_phi  the uncertainty model is issue work
-         (seed 004's open TODO, EDM preconditioning: not yet in the grid)
+    004  Gaussian NLL with mu_theta, sigma_phi       weighting "uncertainty" (losses.Objective)
+         score -(x - mu_theta)/sigma_phi^2          Denoiser(..., uncertainty=True, score="seed004")
+         (its open TODO, EDM preconditioning)       parameterization and weighting "edm"
 """
 
-from .denoiser import LEARNED_SIGMAS, SIGMAS, Denoiser
+from .denoiser import LEARNED_SIGMAS, SCORES, SIGMAS, Denoiser
 from .likelihood import vlb_bits_per_dim
 from .losses import Objective, output_channels
 from .parameterizations import PARAMETERIZATIONS, get_parameterization

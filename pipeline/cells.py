@@ -46,11 +46,14 @@ def _fmt(value, digits):
 
 
 def cmd_list(params):
-    print(f"{'cell':<20} {'param':<6} {'weighting':<10} {'sigma':<13} {'status':<9} {'FID':>8} {'IS':>6} {'NLL':>7}")
+    # 2-D point data has distances instead of FID / IS
+    first, second = (("sw", "SW"), ("mmd", "MMD2")) if params.points else (("fid", "FID"), ("isc_mean", "IS"))
+    print(f"{'cell':<24} {'param':<6} {'weighting':<18} {'sigma':<13} {'status':<9} {first[1]:>8} "
+          f"{second[1]:>8} {'NLL':>7}")
     for cell_id, cell in params.cells.items():
         state, m = status(cell_id)
-        print(f"{cell_id:<20} {cell.parameterization:<6} {cell.weighting:<10} {cell.sigma:<13} {state:<9} "
-              f"{_fmt(m.get('fid'), 3):>8} {_fmt(m.get('isc_mean'), 2):>6} {_fmt(m.get('nll_bpd'), 3):>7}")
+        print(f"{cell_id:<24} {cell.parameterization:<6} {cell.weighting:<18} {cell.sigma:<13} {state:<9} "
+              f"{_fmt(m.get(first[0]), 3):>8} {_fmt(m.get(second[0]), 4):>8} {_fmt(m.get('nll_bpd'), 3):>7}")
 
 
 def cmd_show(params, cell_id):

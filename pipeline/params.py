@@ -356,6 +356,8 @@ def _check(p: Params):
         raise ParamsError(f"sample.steps: {p.sample.steps} is more than process.T = {p.process.T}")
     _positive(p.sample.langevin_steps_per_level, "sample.langevin_steps_per_level")
     _positive(p.sample.langevin_step_size, "sample.langevin_step_size")
+    if p.points and p.data.random_flip:
+        raise ParamsError(f"data.random_flip: must be false for 2-D point data ({p.data.name})")
     if p.points and p.sample.clip_x0:
         raise ParamsError(f"sample.clip_x0: must be false for 2-D point data ({p.data.name} is not in [-1, 1])")
     _check_study(p)

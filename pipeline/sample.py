@@ -1,7 +1,7 @@
 """Stage `sample`: draw N samples from one cell's EMA weights with the configured sampler;
 saved as a tensor file and a figure. Images are quantized to the data's grey levels and shown
 as a grid; 2-D points are kept as floats and shown as a scatter over the data beside the
-learned score field (arrows D(x; s) - x = s^2 score at a few noise levels). Seed 004's
+learned score field (its direction at a few noise levels, colored by magnitude). Seed 004's
 uncertainty model is sampled twice from the same network: with Tweedie's score and with the
 seed's proposed score -(x - mu_theta)/sigma_phi^2 (`samples_seed004`).
 
@@ -77,16 +77,19 @@ def field_levels(process, n=3):
 
 
 @torch.no_grad()
-def save_points_figure(panels, data, denoisers, path, title=None):
-    """Scatter of each sample set over the data (grey), then the score field of `denoisers`
-    ({label: Denoiser}) as arrows D(x; s) - x = s^2 score at three noise levels."""
+def save_points_figure(panels, data, denoiser, path, title=None):
+    """Scatter of each sample set ({title: points}) over the data (grey), then the score field
+    of `denoiser` at three noise levels: arrows along the score (unit length, so the field
+    reads everywhere) colored by |s score| = |D(x; s) - x| / s, which is O(1) where x is
+    typical for noise level s and grows away from it."""
+    from matplotlib.colors import LogNorm
+
     plt = _plt()
     data = data.float()
     lo, hi = data.min(0).values, data.max(0).values
     pad = 0.25 * (hi - lo)
     lo, hi = lo - pad, hi + pad
-    first = next(iter(denoisers.values()), None)
-    levels = field_levels(first.process) if first is not None else []
+    levels = field_levels(denoiser.process) if denoiser is not None else []
     ncols = len(panels) + len(levels)
     fig, axes = plt.subplots(1, ncols, figsize=(3.6 * ncols, 3.8), squeeze=False)
     for ax, (name, x) in zip(axes[0], panels.items()):
@@ -94,18 +97,20 @@ def save_points_figure(panels, data, denoisers, path, title=None):
         if x is not None and len(x):
             ax.scatter(x[:, 0], x[:, 1], s=2, c="C0", label="samples")
         ax.set_title(name, fontsize=9)
-    gx, gy = torch.meshgrid(torch.linspace(float(lo[0]), float(hi[0]), 17),
-                            torch.linspace(float(lo[1]), float(hi[1]), 17), indexing="xy")
+    n = 17
+    gx, gy = torch.meshgrid(torch.linspace(float(lo[0]), float(hi[0]), n),
+                            torch.linspace(float(lo[1]), float(hi[1]), n), indexing="xy")
     grid = torch.stack([gx.flatten(), gy.flatten()], 1)
+    step = 0.7 * float((hi - lo).min()) / (n - 1)
     for ax, s in zip(axes[0][len(panels):], levels):
         ax.scatter(data[:, 0], data[:, 1], s=1, c="0.8")
-        for color, (label, den) in zip(("C3", "C1"), denoisers.items()):
-            arrow = score_ve(den, grid, s) * s**2
-            ax.quiver(grid[:, 0], grid[:, 1], arrow[:, 0], arrow[:, 1], color=color, angles="xy",
-                      scale_units="xy", scale=1, width=0.004, label=label)
-        ax.set_title(f"s^2 x score at s = {s:.3g}", fontsize=9)
-        if len(denoisers) > 1:
-            ax.legend(fontsize=7, loc="lower right")
+        score = score_ve(denoiser, grid, s)
+        size = score.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        arrow = score / size * step
+        q = ax.quiver(grid[:, 0], grid[:, 1], arrow[:, 0], arrow[:, 1], (size[:, 0] * s).clamp(min=1e-3),
+                      cmap="viridis", norm=LogNorm(), angles="xy", scale_units="xy", scale=1, width=0.005)
+        fig.colorbar(q, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+        ax.set_title(f"score direction at s = {s:.3g} (color |s score|)", fontsize=8)
     for ax in axes[0]:
         ax.set_xlim(float(lo[0]), float(hi[0]))
         ax.set_ylim(float(lo[1]), float(hi[1]))
@@ -192,7 +197,7 @@ def main(argv=None):
         save_torch({"status": state["status"], "samples": torch.zeros(0, *data_shape, dtype=dtype)}, args.out)
         note = f"{cell}: {state['status']} at step {state['step']}"
         if params.points:
-            save_points_figure({note: None}, data["images"], {}, args.grid)
+            save_points_figure({note: None}, data["images"], None, args.grid)
         else:
             save_grid_png(None, args.grid, title=note)
         print(f"{cell}: {state['status']}, no samples drawn")
@@ -210,8 +215,8 @@ def main(argv=None):
     titles = {"tweedie": f"{cell} ({how})", "seed004": f"{cell}, seed-004 score ({how})"}
     panels = {titles[k]: v[0] for k, v in drawn.items()}
     if params.points:
-        denoisers = {f"{k} score": load_denoiser(params, state, data_shape, score=k) for k in drawn}
-        save_points_figure(panels, data["images"], denoisers, args.grid)
+        # the field of Tweedie's score (seed 004's has the same direction, shrunk by s^2/sigma_phi^2)
+        save_points_figure(panels, data["images"], load_denoiser(params, state, data_shape), args.grid)
     else:
         save_grid_png(None, args.grid, panels=panels)
     print(f"{cell}: {len(samples)} samples x {len(drawn)} score(s) in {seconds:.1f} s on {device}")

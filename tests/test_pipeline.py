@@ -12,8 +12,10 @@ from conftest import make_project, run, tool
 
 pytestmark = pytest.mark.slow
 
-TABLES = ("results/metrics.csv", "results/summary.csv", "results/table.md", "results/table.tex")
-PLOTS = ("fid_heatmap", "fid_spread", "memorization", "loss_curves", "loss_profile", "samples")
+TABLES = ("results/metrics.csv", "results/summary.csv", "results/table.md", "results/table.tex",
+          "results/sampler_table.md", "results/sampler_table.csv")
+PLOTS = ("fid_heatmap", "fid_spread", "memorization", "loss_curves", "loss_profile", "samples", "uncertainty",
+         "sampler_study")
 
 
 def planned_jobs(project):
@@ -91,6 +93,23 @@ def test_snakemake_report_builds_with_every_category(snakemake_project):
 def test_second_run_does_nothing(snakemake_project):
     out = run([tool("snakemake"), "--cores", "2", "-n"], cwd=snakemake_project).stdout
     assert "Nothing to be done" in out
+
+
+def test_sampler_study_points_and_adding_an_nfe_adds_only_its_jobs(snakemake_project):
+    p = snakemake_project
+    study = pd.read_csv(p / "results/sampler_table.csv")
+    assert set(study.sampler) == {"ddim", "heun"} and set(study.cell) == {"eps-eps"}
+    for sampler, nfe in (("ddim", 10), ("heun", 9)):  # Heun: 2 evaluations per step but the last
+        point = json.loads((p / f"results/sampler_study/eps-eps/{sampler}-10.json").read_text())
+        assert point["nfe"] == nfe and point["fid"] == point["fid"] and point["n_samples"] == 100
+    text = (p / "params.yaml").read_text()
+    (p / "params.yaml").write_text(text.replace("  nfe: [10]", "  nfe: [10, 20]"))
+    try:
+        jobs = planned_jobs(p)
+    finally:
+        (p / "params.yaml").write_text(text)
+    assert sorted(jobs.pop("sampler_study")) == ["eps-eps,", "eps-eps,"]  # ddim-20 and heun-20
+    assert sorted(jobs) == ["all", "sampler_table"]
 
 
 def test_changing_one_cell_reruns_that_cell_only(snakemake_project):
