@@ -90,6 +90,20 @@ def test_snakemake_report_builds_with_every_category(snakemake_project):
         assert text in html, text
 
 
+def test_cells_cli_lists_and_shows_cells(snakemake_project):
+    import sys
+
+    listing = run([sys.executable, "-m", "pipeline.cells", "list"], cwd=snakemake_project).stdout
+    cells = yaml.safe_load((snakemake_project / "params.yaml").read_text())["cells"]
+    for cell in cells:
+        assert re.search(rf"^{re.escape(cell)}\s.*\bdone\b", listing, re.M), listing
+    shown = json.loads(run([sys.executable, "-m", "pipeline.cells", "show", "eps-eps"], cwd=snakemake_project).stdout)
+    assert shown["status"] == "done" and shown["params"]["weighting"] == "eps"
+    assert shown["metrics"]["fid"] > 0 and not shown["paths"]["model"].endswith("(missing)")
+    missing = run([sys.executable, "-m", "pipeline.cells", "show", "nope"], cwd=snakemake_project, check=False)
+    assert missing.returncode != 0 and "no cell 'nope'" in missing.stderr
+
+
 def test_second_run_does_nothing(snakemake_project):
     out = run([tool("snakemake"), "--cores", "2", "-n"], cwd=snakemake_project).stdout
     assert "Nothing to be done" in out
