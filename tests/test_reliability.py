@@ -168,10 +168,10 @@ def test_diverged_cell_is_recorded_and_the_grid_completes(tmp_path, tiny_params)
 
 @pytest.mark.slow
 def test_second_snakemake_is_refused_by_the_lock(tmp_path, tiny_params):
-    from conftest import tool
+    from conftest import tool, tool_env
 
     project = make_project(tmp_path / "p", tiny_params)
-    first = subprocess.Popen([tool("snakemake"), "--cores", "1"], cwd=project,
+    first = subprocess.Popen([tool("snakemake"), "--cores", "1"], cwd=project, env=tool_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
