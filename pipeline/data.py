@@ -1,9 +1,10 @@
 """Data sets as uint8 image tensors [N, C, H, W] with labels and their number of grey levels.
 
-All come from installed packages or a local folder, never from the network:
+All come from installed packages or a local folder; only CIFAR-10 may come from the network:
 `digits` (scikit-learn, 8x8, 17 levels), `fashion_mnist` (Debian's dataset-fashion-mnist IDX
-files or `data.path`), `cifar10` (a local folder in the python pickle format, `data.path`,
-or torchvision's download where the network allows), `swiss_roll` (scikit-learn, 2-D).
+files or `data.path`), `cifar10` (`data.path`: the python batches or their archive, read by
+an unpickler that admits numpy arrays only; else torchvision's download where the network
+allows; its test batch can be the held-out split), `swiss_roll` (scikit-learn, 2-D).
 Models see x in [-1, 1]; `to_model` and `quantize` convert both ways on the data's grid.
 """
 

@@ -224,6 +224,7 @@ def main(argv=None):
     threads = set_threads()
     train = params.cell_train(args.cell)
     if train.gpus > 1 and not accel.in_torchrun():
+        accel.resolve_device(train.device, "train.device", train.gpus - 1)  # one line here, not N
         accel.relaunch(train.gpus, "pipeline.train", argv)  # the workers write every output
         return
     runtime = accel.setup(train.device, train.gpus)

@@ -19,9 +19,16 @@ def tool(name):
     return str(path) if path.exists() else shutil.which(name)
 
 
-def run(cmd, cwd, check=True, env=None):
+def tool_env(env=None):
+    """os.environ (plus env) with this environment's bin first on PATH, so the `python` in
+    Snakemake's and DVC's shell commands is this interpreter even without an activated venv."""
     env = {**os.environ, **(env or {})}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run(cmd, cwd, check=True, env=None):
+    env = tool_env(env)
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n"

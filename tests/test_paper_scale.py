@@ -257,6 +257,25 @@ def test_cuda_without_a_gpu_is_one_line():
     assert accel.resolve_device("auto", "train.device") == torch.device("cpu")
 
 
+def test_ddp_on_missing_gpus_fails_before_relaunch(tmp_path, tiny_params, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from pipeline import train
+    from pipeline.io import run_stage
+
+    raw = yaml.safe_load(Path(tiny_params).read_text())
+    raw["train"].update(gpus=2, device="cuda")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    outs = {k: str(tmp_path / k) for k in ("out", "losses", "profile", "summary", "checkpoint")}
+    argv = ["--params", str(tmp_path / "params.yaml"), "--cell", "eps-eps", "--data", "none.pt",
+            *[x for k, v in outs.items() for x in (f"--{k}", v)]]
+    with pytest.raises(SystemExit):
+        run_stage(lambda: train.main(argv))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["error: train.device: cuda requested but torch sees no GPU "
+                     "(torch.cuda.is_available() is False); use auto or cpu"]
+
+
 def test_bf16_forward_returns_float32_close_to_fp32():
     from diffusion.nets import UNet
 

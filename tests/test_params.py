@@ -72,6 +72,18 @@ CASES = [
     ("sampler_study.cells", [], "sampler_study.cells: empty"),
     ("sampler_study.num_samples", 100, "metrics.kid_subset_size: 300 is larger than sampler_study.num_samples"),
     ("sampler_study", DELETE, "sampler_study: missing section"),
+    ("train.device", "tpu", "train.device: unknown value 'tpu'"),
+    ("train.precision", "fp16", "train.precision: unknown value 'fp16'"),
+    ("train.compile", "yes", "train.compile: expected true or false"),
+    ("train.gpus", 3, "train.batch_size: 128 is not divisible by train.gpus = 3"),
+    ("train.eval_every", -1, "train.eval_every: must be >= 0"),
+    ("cells.eps-eps.train", {"gpus": 0}, "cells.eps-eps.train.gpus: must be > 0"),
+    ("data.heldout_fraction", 0.0, "data.heldout_fraction: 0 (the data set's own test split) is only available"),
+    ("sample.device", "gpu", "sample.device: unknown value 'gpu'"),
+    ("metrics.device", "gpu", "metrics.device: unknown value 'gpu'"),
+    ("metrics.feature_extractor", "clip", "metrics.feature_extractor: unknown value 'clip'"),
+    ("metrics.inception_weights", "/no/such.pth", "metrics.inception_weights: /no/such.pth does not exist"),
+    ("metrics.snapshot_samples", 5, "metrics.snapshot_samples: must be >= 10"),
 ]
 
 

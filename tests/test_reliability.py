@@ -168,13 +168,10 @@ def test_diverged_cell_is_recorded_and_the_grid_completes(tmp_path, tiny_params)
 
 @pytest.mark.slow
 def test_second_snakemake_is_refused_by_the_lock(tmp_path, tiny_params):
-    from conftest import BIN, tool
+    from conftest import tool, tool_env
 
     project = make_project(tmp_path / "p", tiny_params)
-    # The environment's python on PATH, as conftest.run gives the second: without it the
-    # first run's jobs fail at once where the venv is not activated, and the lock goes with them.
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    first = subprocess.Popen([tool("snakemake"), "--cores", "1"], cwd=project, env=env,
+    first = subprocess.Popen([tool("snakemake"), "--cores", "1"], cwd=project, env=tool_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
