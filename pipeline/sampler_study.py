@@ -11,7 +11,9 @@ import time
 
 from diffusion.samplers import steps_for_nfe
 
+from . import accel
 from .evaluate import sample_metrics
+from .fidelity import extractor_settings
 from .io import load_json, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
 from .provenance import provenance
@@ -53,12 +55,14 @@ def main(argv=None):
     train, heldout = load_torch(args.train), load_torch(args.heldout)
     levels = int(train["levels"]) or None
     data_shape = tuple(train["images"].shape[1:])
+    device = accel.resolve_device(params.metrics.device, "metrics.device")
     start = time.perf_counter()
     samples, nfe = draw_samples(params, state, data_shape, levels, sampler=args.sampler, steps=steps,
-                                num_samples=study.num_samples, seed=study.seed)
+                                num_samples=study.num_samples, seed=study.seed, device=device)
     result["sample_seconds"] = round(time.perf_counter() - start, 2)
     result["nfe"] = nfe
-    result.update(sample_metrics(params, samples, train, heldout, args.evaluator, args.cache_dir))
+    extractor = extractor_settings(params.metrics.feature_extractor, device)
+    result.update(sample_metrics(params, samples, train, heldout, args.evaluator, args.cache_dir, extractor))
     result["n_samples"] = len(samples)
     save_json(result, args.out)
     key = "sw" if params.points else "fid"
