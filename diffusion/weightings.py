@@ -40,6 +40,7 @@ Every table is computed from log-SNR or log(sigma) so both ends of the cosine sc
 finite (1/sigma^4 is large at t = 0, never infinite: sigma[0] > 0).
 """
 
+import inspect
 import math
 
 import torch
@@ -130,7 +131,10 @@ def weight_table(name, process, param: Parameterization, gamma=5.0, sigma="fixed
     coefficient of a Gaussian decoder; `adaptive` and `lambda_learned` report their base
     weight (1 and 1/sigma^2) and `uncertainty` its weight when sigma_phi^2 = s^2 (w = 1)."""
     if name in MSE_WEIGHTINGS:
-        return MSE_WEIGHTINGS[name](process, param, gamma, sigma_data=sigma_data)
+        fn = MSE_WEIGHTINGS[name]
+        # A weighting is fn(process, param, gamma); one that needs sigma_data (edm) names it.
+        extra = {"sigma_data": sigma_data} if "sigma_data" in inspect.signature(fn).parameters else {}
+        return fn(process, param, gamma, **extra)
     if name == "vlb":
         return vlb_weight(process, sigma if sigma.startswith("fixed") else "fixed_small")
     if name in ADAPTIVE_WEIGHTINGS:
