@@ -412,9 +412,13 @@ def main(argv=None):
     results = load_results(params, args.metrics_dir)
     reference = load_json(args.reference)
     if params.points:
+        # One row per cell, score and metric; the NLL is the network's, the same for both scores.
         rows = [{"cell": c, "parameterization": cell.parameterization, "weighting": cell.weighting,
-                 "sigma": cell.sigma, "status": results[c]["status"], "metric": m, "value": results[c].get(m)}
-                for c, cell in params.cells.items() for m in POINT_METRICS]
+                 "sigma": cell.sigma, "status": results[c]["status"], "score": score, "metric": m,
+                 "value": results[c].get(m if m == "nll_bpd" or score == "tweedie" else f"seed004_{m}")}
+                for c, cell in params.cells.items()
+                for score in (("tweedie", "seed004") if cell.weighting == "uncertainty" else ("tweedie",))
+                for m in POINT_METRICS]
         long, summary = pd.DataFrame(rows), pd.DataFrame(columns=["group", "metric", "mean"])
         table, markdown = point_table(params, results, reference)
         markdown += "\n" + footer(results, list(params.cells)) + "\n"
