@@ -71,6 +71,8 @@ rule prepare:
         data=config["data"],
     log:
         "logs/prepare.log",
+    benchmark:
+        "logs/benchmarks/prepare.tsv",
     threads: 1
     resources:
         mem_mb=1000,
@@ -95,6 +97,8 @@ rule evaluator:
         inception_weights=config["metrics"].get("inception_weights"),
     log:
         "logs/evaluator.log",
+    benchmark:
+        "logs/benchmarks/evaluator.tsv",
     threads: 2
     resources:
         mem_mb=1000,
@@ -122,6 +126,8 @@ rule reference:
         num_samples=config["sample"]["num_samples"],
     log:
         "logs/reference.log",
+    benchmark:
+        "logs/benchmarks/reference.tsv",
     threads: 2
     resources:
         mem_mb=2000,
@@ -150,6 +156,8 @@ rule train:
         data=config["data"],
     log:
         "logs/train/{cell}.log",
+    benchmark:
+        "logs/benchmarks/train/{cell}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -179,6 +187,8 @@ rule sample:
         sample=config["sample"],
     log:
         "logs/sample/{cell}.log",
+    benchmark:
+        "logs/benchmarks/sample/{cell}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -212,6 +222,8 @@ rule evaluate:
         sample=config["sample"],
     log:
         "logs/evaluate/{cell}.log",
+    benchmark:
+        "logs/benchmarks/evaluate/{cell}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -241,6 +253,8 @@ rule aggregate:
         stats=config["stats"],
     log:
         "logs/aggregate.log",
+    benchmark:
+        "logs/benchmarks/aggregate.tsv",
     threads: 1
     shell:
         "python -m pipeline.aggregate --metrics-dir results/metrics --reference {input.reference}"
@@ -269,6 +283,8 @@ rule plot:
         cells=config["cells"],
     log:
         "logs/plot.log",
+    benchmark:
+        "logs/benchmarks/plot.tsv",
     threads: 1
     shell:
         "python -m pipeline.plot --metrics {input.metrics} --summary {input.summary}"
@@ -299,6 +315,8 @@ rule sampler_study:
         metrics=config["metrics"],
     log:
         "logs/sampler_study/{cell}/{sampler}-{nfe}.log",
+    benchmark:
+        "logs/benchmarks/sampler_study/{cell}/{sampler}-{nfe}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -323,6 +341,8 @@ rule sampler_table:
         sampler_study=config["sampler_study"],
     log:
         "logs/sampler_table.log",
+    benchmark:
+        "logs/benchmarks/sampler_table.tsv",
     threads: 1
     shell:
         "python -m pipeline.sampler_table --study-dir results/sampler_study --reference {input.reference}"

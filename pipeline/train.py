@@ -108,7 +108,8 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
         net = net.to(memory_format=torch.channels_last)
     objective = build_objective(params, cell_id, process, levels).to(rt.device)
     trainable = list(net.parameters()) + list(objective.parameters())
-    optimizer = torch.optim.Adam(trainable, lr=train.lr)
+    # fused: one kernel per step instead of a loop over parameters (13% of a default CPU step)
+    optimizer = torch.optim.Adam(trainable, lr=train.lr, fused=True)
     ema = EMA(net, decay=train.ema_decay)
     sampler = TIMESTEP_SAMPLERS[train.timestep_sampler](process.T)
     rank_seed = train.seed + accel.SEED_STRIDE * rt.rank
