@@ -8,7 +8,7 @@
 import sys
 from glob import glob
 
-from pipeline.params import ParamsError, validate_once
+from pipeline.params import ParamsError, Paths, validate_once
 
 configfile: "params.yaml"
 
@@ -17,9 +17,30 @@ try:  # every mistake is one line, before any job runs (cached while nothing cha
 except ParamsError as err:
     sys.exit(f"error: {err}")
 
+# Every path is built from the experiment's folders (params.yaml `paths:`), so that each
+# experiment keeps its outputs beside the others'.
+PATHS = {**vars(Paths()), **config.get("paths", {})}
+
+
+def data(path):
+    return f"{PATHS['data']}/{path}"
+
+
+def runs(path):
+    return f"{PATHS['runs']}/{path}"
+
+
+def results(path):
+    return f"{PATHS['results']}/{path}"
+
+
+def logs(path):
+    return f"{PATHS['logs']}/{path}"
+
+
 CELLS = list(config["cells"])
 STUDY = config["sampler_study"]
-STUDY_POINTS = expand("results/sampler_study/{cell}/{sampler}-{nfe}.json",
+STUDY_POINTS = expand(results("sampler_study/{cell}/{sampler}-{nfe}.json"),
                       cell=STUDY["cells"], sampler=STUDY["samplers"], nfe=STUDY["nfe"])
 
 report: "report/workflow.rst"
@@ -55,9 +76,9 @@ localrules:
 
 rule all:
     input:
-        "results/table.md",
-        "results/plots/fid_heatmap.png",
-        "results/sampler_table.md",
+        results("table.md"),
+        results("plots/fid_heatmap.png"),
+        results("sampler_table.md"),
 
 
 rule prepare:
@@ -65,14 +86,14 @@ rule prepare:
         "pipeline/prepare.py",
         COMMON,
     output:
-        train="data/train.pt",
-        heldout="data/heldout.pt",
+        train=data("train.pt"),
+        heldout=data("heldout.pt"),
     params:
         data=config["data"],
     log:
-        "logs/prepare.log",
+        logs("prepare.log"),
     benchmark:
-        "logs/benchmarks/prepare.tsv",
+        logs("benchmarks/prepare.tsv"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -86,19 +107,19 @@ rule evaluator:
         "pipeline/fidelity.py",
         "pipeline/inception.py",
         COMMON,
-        train="data/train.pt",
-        heldout="data/heldout.pt",
+        train=data("train.pt"),
+        heldout=data("heldout.pt"),
     output:
-        weights="runs/evaluator.pt",
-        metrics="results/evaluator.json",
+        weights=runs("evaluator.pt"),
+        metrics=results("evaluator.json"),
     params:
         evaluator=config["evaluator"],
         feature_extractor=config["metrics"].get("feature_extractor", "classifier"),
         inception_weights=config["metrics"].get("inception_weights"),
     log:
-        "logs/evaluator.log",
+        logs("evaluator.log"),
     benchmark:
-        "logs/benchmarks/evaluator.tsv",
+        logs("benchmarks/evaluator.tsv"),
     threads: 2
     resources:
         mem_mb=1000,
@@ -115,19 +136,19 @@ rule reference:
         "pipeline/accel.py",
         "pipeline/distances.py",
         COMMON,
-        train="data/train.pt",
-        heldout="data/heldout.pt",
-        evaluator="runs/evaluator.pt",
+        train=data("train.pt"),
+        heldout=data("heldout.pt"),
+        evaluator=runs("evaluator.pt"),
     output:
-        cache=directory("runs/reference"),
-        metrics="results/reference.json",
+        cache=directory(runs("reference")),
+        metrics=results("reference.json"),
     params:
         metrics=config["metrics"],
         num_samples=config["sample"]["num_samples"],
     log:
-        "logs/reference.log",
+        logs("reference.log"),
     benchmark:
-        "logs/benchmarks/reference.tsv",
+        logs("benchmarks/reference.tsv"),
     threads: 2
     resources:
         mem_mb=2000,
@@ -142,12 +163,12 @@ rule train:
         "pipeline/accel.py",
         COMMON,
         DIFFUSION,
-        data="data/train.pt",
+        data=data("train.pt"),
     output:
-        model="runs/train/{cell}.pt",
-        losses="results/train/{cell}/losses.csv",
-        profile="results/train/{cell}/profile.csv",
-        summary="results/train/{cell}/summary.json",
+        model=runs("train/{cell}.pt"),
+        losses=results("train/{cell}/losses.csv"),
+        profile=results("train/{cell}/profile.csv"),
+        summary=results("train/{cell}/summary.json"),
     params:
         cell=lambda w: config["cells"][w.cell],
         train=config["train"],
@@ -155,16 +176,16 @@ rule train:
         process=config["process"],
         data=config["data"],
     log:
-        "logs/train/{cell}.log",
+        logs("train/{cell}.log"),
     benchmark:
-        "logs/benchmarks/train/{cell}.tsv",
+        logs("benchmarks/train/{cell}.tsv"),
     threads: 1
     resources:
         mem_mb=2000,
     shell:
         "python -m pipeline.train --cell {wildcards.cell} --data {input.data}"
         " --out {output.model} --losses {output.losses} --profile {output.profile}"
-        " --summary {output.summary} --checkpoint runs/checkpoints/{wildcards.cell}.pt 2> {log}"
+        " --summary {output.summary} --checkpoint " + runs("checkpoints/{wildcards.cell}.pt") + " 2> {log}"
 
 
 rule sample:
@@ -173,12 +194,12 @@ rule sample:
         "pipeline/accel.py",
         COMMON,
         DIFFUSION,
-        model="runs/train/{cell}.pt",
-        data="data/train.pt",
+        model=runs("train/{cell}.pt"),
+        data=data("train.pt"),
     output:
-        samples="runs/samples/{cell}.pt",
+        samples=runs("samples/{cell}.pt"),
         grid=report(
-            "results/samples/{cell}.png",
+            results("samples/{cell}.png"),
             caption="report/samples.rst",
             category="Samples",
             labels=cell_labels,
@@ -186,9 +207,9 @@ rule sample:
     params:
         sample=config["sample"],
     log:
-        "logs/sample/{cell}.log",
+        logs("sample/{cell}.log"),
     benchmark:
-        "logs/benchmarks/sample/{cell}.tsv",
+        logs("benchmarks/sample/{cell}.tsv"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -208,22 +229,22 @@ rule evaluate:
         "pipeline/distances.py",
         COMMON,
         DIFFUSION,
-        model="runs/train/{cell}.pt",
-        samples="runs/samples/{cell}.pt",
-        train="data/train.pt",
-        heldout="data/heldout.pt",
-        evaluator="runs/evaluator.pt",
-        reference="results/reference.json",
-        cache="runs/reference",
+        model=runs("train/{cell}.pt"),
+        samples=runs("samples/{cell}.pt"),
+        train=data("train.pt"),
+        heldout=data("heldout.pt"),
+        evaluator=runs("evaluator.pt"),
+        reference=results("reference.json"),
+        cache=runs("reference"),
     output:
-        metrics="results/metrics/{cell}.json",
+        metrics=results("metrics/{cell}.json"),
     params:
         metrics=config["metrics"],
         sample=config["sample"],
     log:
-        "logs/evaluate/{cell}.log",
+        logs("evaluate/{cell}.log"),
     benchmark:
-        "logs/benchmarks/evaluate/{cell}.tsv",
+        logs("benchmarks/evaluate/{cell}.tsv"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -239,25 +260,25 @@ rule aggregate:
         "pipeline/aggregate.py",
         "pipeline/stats.py",
         COMMON,
-        metrics=expand("results/metrics/{cell}.json", cell=CELLS),
-        reference="results/reference.json",
+        metrics=expand(results("metrics/{cell}.json"), cell=CELLS),
+        reference=results("reference.json"),
     output:
-        csv="results/metrics.csv",
-        summary="results/summary.csv",
-        markdown=report("results/table.md", caption="report/table.rst", category="Table"),
-        latex="results/table.tex",
+        csv=results("metrics.csv"),
+        summary=results("summary.csv"),
+        markdown=report(results("table.md"), caption="report/table.rst", category="Table"),
+        latex=results("table.tex"),
     params:
         cells=config["cells"],
         sample=config["sample"],
         metrics=config["metrics"],
         stats=config["stats"],
     log:
-        "logs/aggregate.log",
+        logs("aggregate.log"),
     benchmark:
-        "logs/benchmarks/aggregate.tsv",
+        logs("benchmarks/aggregate.tsv"),
     threads: 1
     shell:
-        "python -m pipeline.aggregate --metrics-dir results/metrics --reference {input.reference}"
+        "python -m pipeline.aggregate --metrics-dir " + results("metrics") + " --reference {input.reference}"
         " --csv {output.csv} --summary {output.summary} --markdown {output.markdown}"
         " --latex {output.latex} 2> {log}"
 
@@ -266,30 +287,30 @@ rule plot:
     input:
         "pipeline/plot.py",
         COMMON,
-        metrics="results/metrics.csv",
-        summary="results/summary.csv",
-        reference="results/reference.json",
-        losses=expand("results/train/{cell}/losses.csv", cell=CELLS),
-        grids=expand("results/samples/{cell}.png", cell=CELLS),
+        metrics=results("metrics.csv"),
+        summary=results("summary.csv"),
+        reference=results("reference.json"),
+        losses=expand(results("train/{cell}/losses.csv"), cell=CELLS),
+        grids=expand(results("samples/{cell}.png"), cell=CELLS),
     output:
-        heatmap=report("results/plots/fid_heatmap.png", caption="report/fid_heatmap.rst", category="Grid"),
-        spread=report("results/plots/fid_spread.png", caption="report/fid_spread.rst", category="Grid"),
-        memorization=report("results/plots/memorization.png", caption="report/memorization.rst", category="Grid"),
-        curves=report("results/plots/loss_curves.png", caption="report/loss_curves.rst", category="Training"),
-        profile=report("results/plots/loss_profile.png", caption="report/loss_profile.rst", category="Training"),
-        samples=report("results/plots/samples.png", caption="report/samples_panel.rst", category="Grid"),
-        uncertainty=report("results/plots/uncertainty.png", caption="report/uncertainty.rst", category="Training"),
+        heatmap=report(results("plots/fid_heatmap.png"), caption="report/fid_heatmap.rst", category="Grid"),
+        spread=report(results("plots/fid_spread.png"), caption="report/fid_spread.rst", category="Grid"),
+        memorization=report(results("plots/memorization.png"), caption="report/memorization.rst", category="Grid"),
+        curves=report(results("plots/loss_curves.png"), caption="report/loss_curves.rst", category="Training"),
+        profile=report(results("plots/loss_profile.png"), caption="report/loss_profile.rst", category="Training"),
+        samples=report(results("plots/samples.png"), caption="report/samples_panel.rst", category="Grid"),
+        uncertainty=report(results("plots/uncertainty.png"), caption="report/uncertainty.rst", category="Training"),
     params:
         cells=config["cells"],
     log:
-        "logs/plot.log",
+        logs("plot.log"),
     benchmark:
-        "logs/benchmarks/plot.tsv",
+        logs("benchmarks/plot.tsv"),
     threads: 1
     shell:
         "python -m pipeline.plot --metrics {input.metrics} --summary {input.summary}"
-        " --reference {input.reference} --train-dir results/train"
-        " --samples-dir results/samples --out-dir results/plots 2> {log}"
+        " --reference {input.reference} --train-dir " + results("train")
+        + " --samples-dir " + results("samples") + " --out-dir " + results("plots") + " 2> {log}"
 
 
 rule sampler_study:
@@ -301,22 +322,22 @@ rule sampler_study:
         "pipeline/distances.py",
         COMMON,
         DIFFUSION,
-        model="runs/train/{cell}.pt",
-        train="data/train.pt",
-        heldout="data/heldout.pt",
-        evaluator="runs/evaluator.pt",
-        reference="results/reference.json",
-        cache="runs/reference",
+        model=runs("train/{cell}.pt"),
+        train=data("train.pt"),
+        heldout=data("heldout.pt"),
+        evaluator=runs("evaluator.pt"),
+        reference=results("reference.json"),
+        cache=runs("reference"),
     output:
-        metrics="results/sampler_study/{cell}/{sampler}-{nfe}.json",
+        metrics=results("sampler_study/{cell}/{sampler}-{nfe}.json"),
     params:
         study={k: config["sampler_study"][k] for k in ("num_samples", "seed")},
         sample=config["sample"],
         metrics=config["metrics"],
     log:
-        "logs/sampler_study/{cell}/{sampler}-{nfe}.log",
+        logs("sampler_study/{cell}/{sampler}-{nfe}.log"),
     benchmark:
-        "logs/benchmarks/sampler_study/{cell}/{sampler}-{nfe}.tsv",
+        logs("benchmarks/sampler_study/{cell}/{sampler}-{nfe}.tsv"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -332,18 +353,18 @@ rule sampler_table:
         "pipeline/sampler_table.py",
         COMMON,
         points=STUDY_POINTS,
-        reference="results/reference.json",
+        reference=results("reference.json"),
     output:
-        csv="results/sampler_table.csv",
-        markdown="results/sampler_table.md",
-        plot="results/plots/sampler_study.png",
+        csv=results("sampler_table.csv"),
+        markdown=results("sampler_table.md"),
+        plot=results("plots/sampler_study.png"),
     params:
         sampler_study=config["sampler_study"],
     log:
-        "logs/sampler_table.log",
+        logs("sampler_table.log"),
     benchmark:
-        "logs/benchmarks/sampler_table.tsv",
+        logs("benchmarks/sampler_table.tsv"),
     threads: 1
     shell:
-        "python -m pipeline.sampler_table --study-dir results/sampler_study --reference {input.reference}"
+        "python -m pipeline.sampler_table --study-dir " + results("sampler_study") + " --reference {input.reference}"
         " --csv {output.csv} --markdown {output.markdown} --plot {output.plot} 2> {log}"

@@ -14,20 +14,22 @@ from pathlib import Path
 from .params import load_or_exit
 
 
-def paths(cell):
+def paths(params, cell):
+    """A cell's files, under the experiment's folders (params.yaml `paths:`)."""
+    runs, results = params.paths.runs, params.paths.results
     return {
-        "model": f"runs/train/{cell}.pt",
-        "checkpoint": f"runs/checkpoints/{cell}.pt",
-        "losses": f"results/train/{cell}/losses.csv",
-        "summary": f"results/train/{cell}/summary.json",
-        "samples": f"runs/samples/{cell}.pt",
-        "grid": f"results/samples/{cell}.png",
-        "metrics": f"results/metrics/{cell}.json",
+        "model": f"{runs}/train/{cell}.pt",
+        "checkpoint": f"{runs}/checkpoints/{cell}.pt",
+        "losses": f"{results}/train/{cell}/losses.csv",
+        "summary": f"{results}/train/{cell}/summary.json",
+        "samples": f"{runs}/samples/{cell}.pt",
+        "grid": f"{results}/samples/{cell}.png",
+        "metrics": f"{results}/metrics/{cell}.json",
     }
 
 
-def status(cell):
-    p = {k: Path(v) for k, v in paths(cell).items()}
+def status(params, cell):
+    p = {k: Path(v) for k, v in paths(params, cell).items()}
     if p["metrics"].exists():
         metrics = json.loads(p["metrics"].read_text())
         return metrics.get("status", "done") if metrics.get("status") != "ok" else "done", metrics
@@ -51,19 +53,19 @@ def cmd_list(params):
     print(f"{'cell':<24} {'param':<6} {'weighting':<18} {'sigma':<13} {'status':<9} {first[1]:>8} "
           f"{second[1]:>8} {'NLL':>7}")
     for cell_id, cell in params.cells.items():
-        state, m = status(cell_id)
+        state, m = status(params, cell_id)
         print(f"{cell_id:<24} {cell.parameterization:<6} {cell.weighting:<18} {cell.sigma:<13} {state:<9} "
               f"{_fmt(m.get(first[0]), 3):>8} {_fmt(m.get(second[0]), 4):>8} {_fmt(m.get('nll_bpd'), 3):>7}")
 
 
 def cmd_show(params, cell_id):
-    state, metrics = status(cell_id)
+    state, metrics = status(params, cell_id)
     print(json.dumps({
         "cell": cell_id, "status": state,
         "params": {**dataclasses.asdict(params.cells[cell_id]),
                    "train": dataclasses.asdict(params.cell_train(cell_id))},
         "metrics": {k: v for k, v in metrics.items() if k != "provenance"},
-        "paths": {k: v + ("" if Path(v).exists() else "  (missing)") for k, v in paths(cell_id).items()},
+        "paths": {k: v + ("" if Path(v).exists() else "  (missing)") for k, v in paths(params, cell_id).items()},
     }, indent=2))
 
 
@@ -83,7 +85,7 @@ def main(argv=None):
         raise SystemExit(2)
     if args.command == "show":
         return cmd_show(params, args.cell)
-    p = paths(args.cell)
+    p = paths(params, args.cell)
     for key in ("grid", "samples"):
         print(f"{p[key]}{'' if Path(p[key]).exists() else '  (missing)'}")
 

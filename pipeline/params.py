@@ -7,6 +7,7 @@ one line per trained model: `id: {parameterization, weighting, sigma, train: {ov
 A seed replicate is a cell whose only override is `train: {seed: N}`, id suffix `-sN`
 (`eps-eps-s1`); `replicate_groups` joins replicates into one table row.
 `sampler_study` lists trained cells, samplers and NFE budgets for the sampler study stages.
+`paths` names the four folders of the experiment (optional: data, runs, results, logs).
 """
 
 import dataclasses
@@ -29,6 +30,10 @@ POINT_DATASETS = ("swiss_roll",)  # 2-D points: scatter plots and distances inst
 SLUG = re.compile(r"^[a-z0-9_]+$")
 CELL_ID = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)*$")
 REPLICATE_SUFFIX = re.compile(r"-s([0-9]+)$")
+# What the stages write directly under each folder: an experiment kept beside the default one
+# (`paths: {results: results/<name>}`) must not take one of these names.
+RESERVED_NAMES = ("benchmarks", "checkpoints", "evaluate", "metrics", "plots", "reference", "sample",
+                  "sampler_study", "samples", "train")
 
 
 class ParamsError(ValueError):
@@ -153,6 +158,15 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class Paths:
+    """Where the experiment's files go: its own subfolders keep experiments side by side."""
+    data: str = "data"          # prepared data sets
+    runs: str = "runs"          # checkpoints, samples, evaluator, reference cache (DVC-cached)
+    results: str = "results"    # metrics, tables and plots (committed to git)
+    logs: str = "logs"          # stage logs and Snakemake benchmarks
+
+
+@dataclass(frozen=True)
 class Params:
     data: Data
     process: Process
@@ -164,6 +178,7 @@ class Params:
     evaluator: Evaluator
     metrics: Metrics
     stats: Stats
+    paths: Paths = Paths()      # optional section: an old params file keeps the default folders
 
     @property
     def points(self):
@@ -361,6 +376,7 @@ def _check(p: Params):
     if p.points and p.sample.clip_x0:
         raise ParamsError(f"sample.clip_x0: must be false for 2-D point data ({p.data.name} is not in [-1, 1])")
     _check_study(p)
+    _check_paths(p.paths)
     for name in ("steps", "batch_size", "lr", "feature_dim"):
         _positive(getattr(p.evaluator, name), f"evaluator.{name}")
     _choice(p.sample.device, DEVICES, "sample.device")
@@ -392,6 +408,17 @@ def _check(p: Params):
         if not p.points and p.metrics.kid_subset_size > n:
             raise ParamsError(f"metrics.kid_subset_size: {p.metrics.kid_subset_size} is larger than "
                               f"{path} = {n}")
+
+
+def _check_paths(paths):
+    """Each folder is its default (`results`) or a new folder inside it (`results/<name>`): inside
+    the repository, under the folders git ignores (data, runs, logs) or commits (results)."""
+    for key, value in dataclasses.asdict(paths).items():
+        name = value[len(key) + 1:] if value.startswith(f"{key}/") else None
+        if value != key and not (name and SLUG.match(name) and name not in RESERVED_NAMES):
+            raise ParamsError(f"paths.{key}: must be {key!r} or '{key}/<name>' with <name> of a-z, 0-9, '_' "
+                              f"and not one of the pipeline's own folders ({', '.join(RESERVED_NAMES)}), "
+                              f"got {value!r}")
 
 
 def _check_study(p: Params):
@@ -449,11 +476,11 @@ def parse(raw) -> Params:
     for key in raw:
         if key not in fields:
             raise ParamsError(f"{key}: unknown key (allowed: {', '.join(sorted(fields))})")
-    for key in fields:
+    for key in fields - {"paths"}:
         if key not in raw:
             raise ParamsError(f"{key}: missing section")
     hints = typing.get_type_hints(Params)
-    kwargs = {k: (raw[k] if k == "cells" else _coerce(raw[k] or {}, hints[k], k)) for k in fields}
+    kwargs = {k: (raw[k] if k == "cells" else _coerce(raw[k] or {}, hints[k], k)) for k in fields if k in raw}
     params = Params(**kwargs)
     _check(params)
     return params

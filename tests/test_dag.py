@@ -52,12 +52,13 @@ def test_both_tools_count_one_train_job_per_cell(snakemake_jobs, dvc_stages):
 
 
 def test_both_tools_count_one_study_job_per_point(snakemake_jobs, dvc_stages):
-    study = yaml.safe_load((ROOT / "params.yaml").read_text())["sampler_study"]
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    study, results = raw["sampler_study"], raw["paths"]["results"]
     points = {(c, s, n) for c in study["cells"] for s in study["samplers"] for n in study["nfe"]}
     sm = [j for j in snakemake_jobs.values() if j["rule"] == "sampler_study"]
     dvc = [s for s in dvc_stages.values() if s["name"].startswith("sampler_study@")]
     assert len(sm) == len(dvc) == len(points)
-    expected = {f"results/sampler_study/{c}/{s}-{n}.json" for c, s, n in points}
+    expected = {f"{results}/sampler_study/{c}/{s}-{n}.json" for c, s, n in points}
     assert set().union(*(j["outputs"] for j in sm)) == expected
     assert set().union(*(s["outputs"] for s in dvc)) == expected
 

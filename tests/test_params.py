@@ -84,6 +84,12 @@ CASES = [
     ("metrics.feature_extractor", "clip", "metrics.feature_extractor: unknown value 'clip'"),
     ("metrics.inception_weights", "/no/such.pth", "metrics.inception_weights: /no/such.pth does not exist"),
     ("metrics.snapshot_samples", 5, "metrics.snapshot_samples: must be >= 10"),
+    ("paths.results", "../elsewhere", "paths.results: must be 'results' or 'results/<name>'"),
+    ("paths.runs", "/scratch/runs", "paths.runs: must be 'runs' or 'runs/<name>'"),
+    ("paths.results", "runs/mine", "paths.results: must be 'results' or 'results/<name>'"),
+    ("paths.results", "results/metrics", "paths.results: must be 'results' or 'results/<name>'"),
+    ("paths.logs", "logs/a/b", "paths.logs: must be 'logs' or 'logs/<name>'"),
+    ("paths.cache", "cache", "paths.cache: unknown key"),
 ]
 
 
@@ -105,6 +111,21 @@ def test_the_default_and_tiny_params_are_valid(tiny_params):
     (ROOT / "tests" / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_is_valid(config):
     assert load(config).cells
+
+
+def test_paths_default_to_the_top_level_folders():
+    raw = mutate("paths", DELETE)
+    assert parse(raw).paths == parse(BASE).paths == parse(mutate("paths", {"results": "results"})).paths
+    assert parse(mutate("paths.results", "results/mine")).paths.results == "results/mine"
+
+
+def test_shipped_experiments_keep_their_outputs_apart():
+    """Every experiment has its own folders: the default the top-level ones, each config under
+    configs/ its own subfolders, so that none overwrites another's results."""
+    configs = [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
+    for key in ("data", "runs", "results", "logs"):
+        folders = [getattr(load(c).paths, key) for c in configs]
+        assert len(set(folders)) == len(folders), (key, folders)
 
 
 def test_point_data_refuses_clipping():

@@ -1,62 +1,67 @@
 """Issue 11 end to end on 2-D data: the tiny NCSN Swiss-roll config through Snakemake gives
 scatter plots instead of image grids, distances instead of FID, seed 004's two scores as two
-table rows, its variance plot, and the sampler study; the shipped NCSN configs describe the
-same DAG in both tools."""
+table rows, its variance plot, and the sampler study, all under the config's own folders
+(`paths:`); the shipped NCSN configs describe the same DAG in both tools."""
 
 import json
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import ROOT, make_project, run, tool
 from test_dag import normalize
 
 pytestmark = pytest.mark.slow
+TINY = ROOT / "tests" / "configs" / "tiny_swiss_roll.yaml"
+PATHS = yaml.safe_load(TINY.read_text())["paths"]
+RESULTS, RUNS = PATHS["results"], PATHS["runs"]
 
 
 @pytest.fixture(scope="module")
 def swiss_project(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("swiss"), ROOT / "tests" / "configs" / "tiny_swiss_roll.yaml")
+    project = make_project(tmp_path_factory.mktemp("swiss"), TINY)
     run([tool("snakemake"), "--cores", "2"], cwd=project)
+    assert RESULTS != "results" and sorted(p.name for p in (project / "results").iterdir()) == ["tiny_swiss_roll"]
     return project
 
 
 def test_point_metrics_and_two_scores(swiss_project):
     p = swiss_project
-    dsm = json.loads((p / "results/metrics/score-lambda_sigma2.json").read_text())
-    unc = json.loads((p / "results/metrics/x0-uncertainty.json").read_text())
+    dsm = json.loads((p / RESULTS / "metrics/score-lambda_sigma2.json").read_text())
+    unc = json.loads((p / RESULTS / "metrics/x0-uncertainty.json").read_text())
     for m in (dsm, unc):
         assert m["status"] == "ok"
         assert "fid" not in m and m["sw"] > 0 and m["mmd"] == m["mmd"] and m["nll_bpd"] == m["nll_bpd"]
     assert unc["seed004_sw"] > 0 and "seed004_sw" not in dsm
-    table = (p / "results/table.md").read_text()
+    table = (p / RESULTS / "table.md").read_text()
     assert "| SW |" in table and "FID" not in table.splitlines()[0]
     assert "x0-uncertainty (seed-004 score)" in table and "held-out real data (floor)" in table
-    long = pd.read_csv(p / "results/metrics.csv")
+    long = pd.read_csv(p / RESULTS / "metrics.csv")
     assert set(long.score) == {"tweedie", "seed004"} and set(long.metric) == {"sw", "mmd", "nll_bpd"}
 
 
 def test_scatter_plots_score_field_and_variance_plot(swiss_project):
     p = swiss_project
     for cell in ("score-lambda_sigma2", "x0-uncertainty"):
-        assert (p / f"results/samples/{cell}.png").stat().st_size > 5000
+        assert (p / RESULTS / f"samples/{cell}.png").stat().st_size > 5000
     for name in ("fid_heatmap", "samples", "uncertainty", "sampler_study"):
-        assert (p / f"results/plots/{name}.png").stat().st_size > 5000, name
-    profile = pd.read_csv(p / "results/train/x0-uncertainty/profile.csv")
+        assert (p / RESULTS / f"plots/{name}.png").stat().st_size > 5000, name
+    profile = pd.read_csv(p / RESULTS / "train/x0-uncertainty/profile.csv")
     assert {"s", "sigma_phi2", "seed_sigma_phi2"} <= set(profile.columns)
     assert (profile.sigma_phi2 > 0).all() and (profile.seed_sigma_phi2 >= profile.s**2 * 0.999).all()
-    samples = __import__("torch").load(p / "runs/samples/x0-uncertainty.pt", weights_only=True)
+    samples = __import__("torch").load(p / RUNS / "samples/x0-uncertainty.pt", weights_only=True)
     assert samples["samples"].dtype.is_floating_point and samples["samples"].shape == (200, 2)
     assert samples["samples_seed004"].shape == (200, 2)
 
 
 def test_sampler_study_on_points(swiss_project):
     p = swiss_project
-    study = pd.read_csv(p / "results/sampler_table.csv")
+    study = pd.read_csv(p / RESULTS / "sampler_table.csv")
     assert set(study.sampler) == {"langevin", "heun"} and set(study.metric) == {"sw", "mmd"}
-    point = json.loads((p / "results/sampler_study/score-lambda_sigma2/heun-20.json").read_text())
+    point = json.loads((p / RESULTS / "sampler_study/score-lambda_sigma2/heun-20.json").read_text())
     assert point["nfe"] == 19 and point["steps"] == 10  # Heun: 2 per step but the last
-    point = json.loads((p / "results/sampler_study/score-lambda_sigma2/langevin-20.json").read_text())
+    point = json.loads((p / RESULTS / "sampler_study/score-lambda_sigma2/langevin-20.json").read_text())
     assert point["nfe"] <= 20 and point["steps"] == 9  # 2 per level plus the final denoising
     assert "Nothing to be done" in run([tool("snakemake"), "--cores", "2", "-n"], cwd=p).stdout
 
