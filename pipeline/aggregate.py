@@ -289,8 +289,10 @@ def footer(results, cells):
     records = [results[c].get("provenance", {}) for c in cells]
     commits = sorted({r.get("commit", "unknown")[:12] for r in records})
     dirty = [c for c, r in zip(cells, records) if r.get("dirty")]
+    configs = sorted({r["config"] for r in records if r.get("config")})
     v = records[0].get("versions", {}) if records else {}
-    line = (f"Computed from commit {', '.join(commits)} with torch {v.get('torch')}, "
+    line = (f"Computed from commit {', '.join(commits)}{''.join(f' ({c})' for c in configs)} "
+            f"with torch {v.get('torch')}, "
             f"torch-fidelity {v.get('torch-fidelity')}, diffusion-ablations {v.get('diffusion-ablations')}.")
     if dirty:
         line += f" DIRTY TREE (uncommitted changes) for: {', '.join(dirty)}."

@@ -5,6 +5,7 @@ import dataclasses
 import importlib.metadata
 import platform
 import subprocess
+from pathlib import Path
 
 
 def _git(*args):
@@ -15,13 +16,23 @@ def _git(*args):
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _config_copy():
+    """The config under configs/ that params.yaml is a byte-for-byte copy of, or None."""
+    params = Path("params.yaml")
+    text = params.read_bytes() if params.is_file() else None
+    return next((str(c) for c in sorted(Path("configs").glob("*.yaml")) if c.read_bytes() == text), None)
+
+
 def code_state():
-    """{'commit', 'dirty'}: dirty means tracked files differ from the commit (results/ and
-    the DVC/Snakemake bookkeeping excluded, since the pipeline itself writes them)."""
+    """{'commit', 'dirty', 'config'}: dirty means tracked files differ from the commit (results/
+    and the DVC/Snakemake bookkeeping excluded, since the pipeline itself writes them, and
+    params.yaml when it is a copy of a committed config, named in 'config': how every
+    experiment other than the default is selected)."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                  ":(exclude)results", ":(exclude)dvc.lock")
-    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
+    config = _config_copy()
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results",
+                  ":(exclude)dvc.lock", *([":(exclude)params.yaml"] if config else []))
+    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status), "config": config}
 
 
 def versions():

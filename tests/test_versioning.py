@@ -4,10 +4,12 @@ file carries its provenance."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from conftest import make_project, run, tool
+from pipeline.provenance import code_state
 
 pytestmark = pytest.mark.slow
 
@@ -72,3 +74,20 @@ def test_dirty_tree_is_marked(pushed, tmp_path):
     run([tool("dvc"), "repro", "evaluate@eps-eps"], cwd=work)
     record = json.loads((work / "results/metrics/eps-eps.json").read_text())["provenance"]
     assert record["dirty"] is True
+
+
+def test_a_copied_config_is_not_a_dirty_tree(tmp_path, monkeypatch):
+    """Every experiment but the default is selected by copying its config over params.yaml:
+    the record names the config instead of flagging the tree; any other edit is dirty."""
+    monkeypatch.chdir(tmp_path)
+    Path("configs").mkdir()
+    Path("configs/other.yaml").write_text("other: 1\n")
+    Path("params.yaml").write_text("default: 1\n")
+    for args in (["init", "-q"], ["config", "user.email", "ci@example.invalid"], ["config", "user.name", "ci"],
+                 ["add", "-A"], ["commit", "-qm", "init"]):
+        git(tmp_path, *args)
+    assert code_state()["dirty"] is False and code_state()["config"] is None
+    shutil.copy("configs/other.yaml", "params.yaml")
+    assert code_state()["dirty"] is False and code_state()["config"] == "configs/other.yaml"
+    Path("params.yaml").write_text("other: 2\n")
+    assert code_state()["dirty"] is True and code_state()["config"] is None
