@@ -124,18 +124,23 @@ def sample_metrics(params, samples, train, heldout, evaluator, cache_dir, extrac
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+def scoring_arguments(parser):
+    """The options every scoring stage takes (evaluate, sampler_study): inputs and the output."""
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--cell", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--samples", required=True)
     parser.add_argument("--train", required=True)
     parser.add_argument("--heldout", required=True)
     parser.add_argument("--evaluator", required=True)
     parser.add_argument("--reference", required=True, help="the reference stage's JSON")
     parser.add_argument("--cache-dir", required=True, help="the reference stage's cache folder")
     parser.add_argument("--out", required=True, help="output: metrics (.json)")
+    return parser
+
+
+def main(argv=None):
+    parser = scoring_arguments(argparse.ArgumentParser(description=__doc__))
+    parser.add_argument("--samples", required=True)
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     set_threads()
