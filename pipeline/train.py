@@ -1,4 +1,6 @@
-"""Stage `train`: train one grid cell and write its EMA weights, loss curve and per-t profile.
+"""Stage `train`: train one grid cell and write one model file: its EMA weights, loss curve,
+per-t profile and summary (the `curves` stage writes the last three out as small results,
+so that this stage has a single output for Snakemake's between-workflow cache).
 
 Checkpoints (model, EMA, optimizer, RNG and timestep-sampler state, step) are written
 atomically every `train.checkpoint_every` steps to `--checkpoint`; a rerun after a kill
@@ -14,11 +16,10 @@ keeps EMA snapshots in the output for the evaluate stage's FID-vs-step curve.
 """
 
 import argparse
-import csv
 import dataclasses
 import hashlib
-import io as _io
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from diffusion import EMA, TIMESTEP_SAMPLERS, training_step, warmup_lr
 from . import accel
 from .build import build_net, build_objective, build_process
 from .data import to_model
-from .io import atomic_path, load_torch, run_stage, save_json, save_torch, set_threads
+from .io import load_torch, run_stage, save_torch, set_threads
 from .params import load_or_exit
 
 PROFILE_POINTS = 40
@@ -77,16 +78,6 @@ def loss_profile(objective, net, x0, generator, points=PROFILE_POINTS):
                        seed_sigma_phi2=float(terms["seed_sigma_phi2"].mean()))
         rows.append(row)
     return rows
-
-
-def _write_csv(rows, path):
-    buf = _io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
 
 
 def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=None):
@@ -213,10 +204,7 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--cell", required=True)
     parser.add_argument("--data", required=True, help="training split (.pt)")
-    parser.add_argument("--out", required=True, help="output: final weights (.pt)")
-    parser.add_argument("--losses", required=True, help="output: loss curve (.csv)")
-    parser.add_argument("--profile", required=True, help="output: per-t loss profile (.csv)")
-    parser.add_argument("--summary", required=True, help="output: status and timing (.json)")
+    parser.add_argument("--out", required=True, help="output: final weights, curves and summary (.pt)")
     parser.add_argument("--checkpoint", required=True, help="resumable checkpoint (not an output)")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
@@ -247,10 +235,11 @@ def _train_and_write(params, args, runtime, threads):
         generator = torch.Generator().manual_seed(params.cell_train(args.cell).seed + 1)
         idx = torch.randperm(len(x_all), generator=generator)[:256].to(x_all.device)
         profile = loss_profile(objective, ema_net, x_all[idx], generator)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    state.update(losses=[{"cell": args.cell, **row} for row in losses],
+                 profile=[{"cell": args.cell, **row} for row in profile],
+                 summary={"cell": args.cell, **status, "threads": threads, "max_rss_mb": round(peak_mb)})
     save_torch(state, args.out)
-    _write_csv([{"cell": args.cell, **row} for row in losses], args.losses)
-    _write_csv([{"cell": args.cell, **row} for row in profile], args.profile)
-    save_json({"cell": args.cell, **status, "threads": threads}, args.summary)
     checkpoint_path.unlink(missing_ok=True)  # finished: the outputs supersede it
     print(f"{args.cell}: {status['status']} after {status['step']} steps in {status['seconds']} s")
 

@@ -31,9 +31,7 @@ def prepare(project):
 
 def train_cmd(cell, tag):
     return [sys.executable, "-m", "pipeline.train", "--cell", cell, "--data", "data/train.pt",
-            "--out", f"out/{tag}/model.pt", "--losses", f"out/{tag}/losses.csv",
-            "--profile", f"out/{tag}/profile.csv", "--summary", f"out/{tag}/summary.json",
-            "--checkpoint", f"out/{tag}/checkpoint.pt"]
+            "--out", f"out/{tag}/model.pt", "--checkpoint", f"out/{tag}/checkpoint.pt"]
 
 
 @pytest.fixture(scope="module")
