@@ -154,8 +154,9 @@ rule train:
         model=config["model"],
         process=config["process"],
         data=config["data"],
-    log:
-        "logs/train/{cell}.log",
+    log:  # live: dvclive's training metrics while it runs (README, "DVC experiments and live metrics")
+        stderr="logs/train/{cell}.log",
+        live=directory("logs/live/{cell}"),
     benchmark:
         "logs/benchmarks/train/{cell}.tsv",
     threads: 1
@@ -164,7 +165,8 @@ rule train:
     shell:
         "python -m pipeline.train --cell {wildcards.cell} --data {input.data}"
         " --out {output.model} --losses {output.losses} --profile {output.profile}"
-        " --summary {output.summary} --checkpoint runs/checkpoints/{wildcards.cell}.pt 2> {log}"
+        " --summary {output.summary} --checkpoint runs/checkpoints/{wildcards.cell}.pt"
+        " --live {log.live} 2> {log.stderr}"
 
 
 rule sample:
