@@ -93,15 +93,21 @@ def _write_csv(rows, path):
         tmp.write_text(buf.getvalue())
 
 
-def live_logger(live_dir, rows):
+def live_logger(live_dir, rows, cell_id):
     """A dvclive logger in `live_dir` (emptied) holding `rows`, the loss curve so far: a
     resumed run continues its curves at the checkpoint, without what a killed run logged
     after it. It writes only the metric histories (`plots/metrics/{loss,lr}.tsv`): no
     dvc.yaml, report, experiment or summary (summary.json is the stage's), so the DAG's
-    files stay the record and `dvc plots show` reads every file under logs/live."""
+    files stay the record and `dvc plots show` reads every file under logs/live. None when
+    dvclive cannot start (it refuses a git repository without commits): live metrics are a
+    side product and never fail a cell."""
     from dvclive import Live  # imported only when used (half a second)
 
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    try:
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    except Exception as err:
+        print(f"{cell_id}: no live metrics in {live_dir}: dvclive: {err}", file=sys.stderr)
+        return None
     for row in rows:
         log_live(live, row)
     return live
@@ -185,7 +191,7 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
                     "ema": ema.state_dict(), **ranks[0], **extra, "losses": losses,
                     **({"snapshots": snapshots} if snapshots else {})}, checkpoint_path)
 
-    live = live_logger(live_dir, losses) if live_dir and rt.main else None
+    live = live_logger(live_dir, losses, cell_id) if live_dir and rt.main else None
     status = {"status": "ok", "step": train.steps}
     per_rank = train.batch_size // rt.world
     running = torch.zeros((), device=rt.device)

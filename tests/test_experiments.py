@@ -36,6 +36,8 @@ def project(tmp_path_factory, tiny_params):
     run(["git", "config", "user.name", "test"], cwd=project)
     run([tool("dvc"), "init", "-q"], cwd=project)
     run([tool("dvc"), "config", "core.analytics", "false"], cwd=project)
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "commit", "-qm", "project"], cwd=project)  # dvclive needs a commit
     run([tool("dvc"), "repro"], cwd=project)
     for cell in CELLS:
         assert live_steps(project, cell) == list(range(10, 61, 10)), cell
