@@ -163,14 +163,16 @@ rule train:
         model=config["model"],
         process=config["process"],
         data=config["data"],
-    log:
-        "logs/train/{cell}.log",
+    log:  # live: dvclive's training metrics while it runs (README, "DVC experiments and live metrics")
+        stderr="logs/train/{cell}.log",
+        live=directory("logs/live/{cell}"),
     threads: 1
     resources:
         mem_mb=2000,
     shell:
         "python -m pipeline.train --cell {wildcards.cell} --data {input.data}"
-        " --out {output.model} --checkpoint runs/checkpoints/{wildcards.cell}.pt 2> {log}"
+        " --out {output.model} --checkpoint runs/checkpoints/{wildcards.cell}.pt"
+        " --live {log.live} 2> {log.stderr}"
 
 
 rule curves:

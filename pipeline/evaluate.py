@@ -78,8 +78,6 @@ def fid_by_step(params, state, reference_images, levels, common, device):
 @torch.no_grad()
 def class_fractions(evaluator_path, images):
     """Fraction of samples the evaluator assigns to each class (mode coverage)."""
-    from .fidelity import _to_unit_range, load_classifier
-
     model = load_classifier(evaluator_path).eval()
     predicted = model(_to_unit_range(images)).argmax(1)
     counts = torch.bincount(predicted, minlength=model.config["num_classes"])

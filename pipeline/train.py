@@ -13,6 +13,10 @@ device, so no step waits on the host; `train.precision: bf16` runs the network u
 autocast, `train.compile` compiles it, and `train.gpus: N > 1` relaunches this stage under
 torchrun as N DDP processes, each drawing batch_size / N examples. `train.eval_every`
 keeps EMA snapshots in the output for the evaluate stage's FID-vs-step curve.
+
+`--live DIR` logs the loss and learning rate through dvclive while the cell trains (every
+`train.log_every` steps, from values the loop already has on the host: no extra device
+sync), rank 0 only; a resumed run continues the curves from its checkpoint.
 """
 
 import argparse
@@ -80,9 +84,37 @@ def loss_profile(objective, net, x0, generator, points=PROFILE_POINTS):
     return rows
 
 
-def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=None):
+def live_logger(live_dir, rows, cell_id):
+    """A dvclive logger in `live_dir` (emptied) holding `rows`, the loss curve so far: a
+    resumed run continues its curves at the checkpoint, without what a killed run logged
+    after it. It writes only the metric histories (`plots/metrics/{loss,lr}.tsv`): no
+    dvc.yaml, report, experiment or summary (summary.json is the stage's), so the DAG's
+    files stay the record and `dvc plots show` reads every file under logs/live. None when
+    dvclive cannot start (it refuses a git repository without commits): live metrics are a
+    side product and never fail a cell."""
+    from dvclive import Live  # imported only when used (half a second)
+
+    try:
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    except Exception as err:
+        print(f"{cell_id}: no live metrics in {live_dir}: dvclive: {err}", file=sys.stderr)
+        return None
+    for row in rows:
+        log_live(live, row)
+    return live
+
+
+def log_live(live, row):
+    """One row of the loss curve (step, loss, lr): one line appended to each history."""
+    live.step = row["step"]
+    live.log_metric("loss", row["loss"])
+    live.log_metric("lr", row["lr"])
+
+
+def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=None, live_dir=None):
     """Train one cell; returns (final state dict, loss rows, status dict, (objective, EMA
-    net, data)). Under DDP every rank calls it; only rank 0's return value is written."""
+    net, data)). Under DDP every rank calls it; only rank 0's return value is written, and
+    only rank 0 logs live metrics to `live_dir` (None: none)."""
     rt = runtime or accel.Runtime(torch.device("cpu"))
     train = params.cell_train(cell_id)
     cell = params.cells[cell_id]
@@ -150,6 +182,7 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
                     "ema": ema.state_dict(), **ranks[0], **extra, "losses": losses,
                     **({"snapshots": snapshots} if snapshots else {})}, checkpoint_path)
 
+    live = live_logger(live_dir, losses, cell_id) if live_dir and rt.main else None
     status = {"status": "ok", "step": train.steps}
     per_rank = train.batch_size // rt.world
     running = torch.zeros((), device=rt.device)
@@ -178,6 +211,8 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
                     print(f"{cell_id}: loss is {mean_loss} at step {step + 1}: diverged", file=sys.stderr)
                 break
             losses.append({"step": step + 1, "loss": mean_loss, "lr": lr})
+            if live:
+                log_live(live, losses[-1])
             if not bar.disable:
                 bar.set_postfix(loss=f"{mean_loss:.4g}")
             elif rt.main:
@@ -206,6 +241,7 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="training split (.pt)")
     parser.add_argument("--out", required=True, help="output: final weights, curves and summary (.pt)")
     parser.add_argument("--checkpoint", required=True, help="resumable checkpoint (not an output)")
+    parser.add_argument("--live", help="folder for live training metrics (dvclive; not an output)")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     if args.cell not in params.cells:
@@ -227,7 +263,7 @@ def _train_and_write(params, args, runtime, threads):
     data = load_torch(args.data)
     checkpoint_path = Path(args.checkpoint)
     state, losses, status, (objective, ema_net, x_all) = train_cell(params, args.cell, data, checkpoint_path,
-                                                                    runtime=runtime)
+                                                                    runtime=runtime, live_dir=args.live)
     if not runtime.main:
         return
     profile = []
