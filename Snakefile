@@ -1,10 +1,11 @@
 # The experiment DAG (the same as dvc.yaml): prepare -> evaluator -> reference, and per grid
-# cell train -> sample -> evaluate, then aggregate -> plot; the sampler study samples trained
-# cells once per (cell, sampler, NFE) of `sampler_study` and ends in sampler_table. All settings live in
-# params.yaml, validated here before any job runs; each rule's `params:` names only the
-# sections it uses, so a change reruns only what depends on it. Torch threads follow each
-# rule's `threads` (Snakemake exports them as OMP_NUM_THREADS). GPUs, bf16, DDP and SLURM are
-# params and profile settings (configs/cifar10.yaml, profiles/slurm), never other rules.
+# cell train -> curves and train -> sample -> evaluate, then aggregate -> plot; the sampler study
+# samples trained cells once per (cell, sampler, NFE) of `sampler_study` and ends in
+# sampler_table. All settings live in params.yaml, validated here before any job runs; each
+# rule's `params:` names only the sections it uses, so a change reruns only what depends on
+# it. Torch threads follow each rule's `threads` (Snakemake exports them as OMP_NUM_THREADS).
+# GPUs, bf16, DDP and SLURM are params and profile settings (configs/cifar10.yaml,
+# profiles/slurm), never other rules.
 import sys
 from glob import glob
 
@@ -70,6 +71,7 @@ localrules:
     all,
     prepare,
     evaluator,
+    curves,
     aggregate,
     plot,
 
@@ -157,6 +159,14 @@ rule reference:
         " --evaluator {input.evaluator} --cache-dir {output.cache} --out {output.metrics} 2> {log}"
 
 
+# Cacheable between workflows and projects (`--cache` with SNAKEMAKE_OUTPUT_CACHE, see
+# README): a cell is trained once per distinct hash of the shell command template, these
+# params, the contents of the input files that no job makes (the code files below: an edit,
+# even a comment, changes it) and the hashes of the jobs making the others (prepare's
+# data). The id is a param because the hash takes the command unformatted, and it is
+# written into the outputs. One output file (the `curves` rule writes the small results
+# from it) and no `benchmark:`, which Snakemake forbids on a cached rule; train's seconds
+# and peak memory are in its summary.
 rule train:
     input:
         "pipeline/train.py",
@@ -166,26 +176,43 @@ rule train:
         data=data("train.pt"),
     output:
         model=runs("train/{cell}.pt"),
-        losses=results("train/{cell}/losses.csv"),
-        profile=results("train/{cell}/profile.csv"),
-        summary=results("train/{cell}/summary.json"),
+    cache: True
     params:
+        cell_id=lambda w: w.cell,
         cell=lambda w: config["cells"][w.cell],
         train=config["train"],
         model=config["model"],
         process=config["process"],
         data=config["data"],
-    log:
-        logs("train/{cell}.log"),
-    benchmark:
-        logs("benchmarks/train/{cell}.tsv"),
+    log:  # live: dvclive's training metrics while it runs (README, "DVC experiments and live metrics")
+        stderr=logs("train/{cell}.log"),
+        live=directory(logs("live/{cell}")),
     threads: 1
     resources:
         mem_mb=2000,
     shell:
         "python -m pipeline.train --cell {wildcards.cell} --data {input.data}"
-        " --out {output.model} --losses {output.losses} --profile {output.profile}"
-        " --summary {output.summary} --checkpoint " + runs("checkpoints/{wildcards.cell}.pt") + " 2> {log}"
+        " --out {output.model} --checkpoint " + runs("checkpoints/{wildcards.cell}.pt")
+        + " --live {log.live} 2> {log.stderr}"
+
+
+rule curves:
+    input:
+        "pipeline/curves.py",
+        "pipeline/io.py",
+        model=runs("train/{cell}.pt"),
+    output:
+        losses=results("train/{cell}/losses.csv"),
+        profile=results("train/{cell}/profile.csv"),
+        summary=results("train/{cell}/summary.json"),
+    log:
+        logs("curves/{cell}.log"),
+    benchmark:
+        logs("benchmarks/curves/{cell}.tsv"),
+    threads: 1
+    shell:
+        "python -m pipeline.curves --model {input.model} --losses {output.losses}"
+        " --profile {output.profile} --summary {output.summary} 2> {log}"
 
 
 rule sample:

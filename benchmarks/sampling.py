@@ -3,21 +3,19 @@ scheduler loops over the same network (the default MLP on 8x8 digits). Ratio = o
 diffusers (goal >= 1.0)."""
 
 import argparse
-import time
 
 import torch
 
-from common import import_diffusers, write
+from common import import_diffusers, median_seconds, write
 from diffusion import Denoiser, vp_process
 from diffusion.nets import MLP
 from diffusion.samplers import SAMPLERS
 
 
-def throughput(fn, n):
-    start = time.perf_counter()
+def throughput(fn, n, repeats=3):
+    """Images per second: n over the median wall time of `repeats` runs (after one warm-up)."""
     with torch.inference_mode():
-        fn()
-    return n / (time.perf_counter() - start)
+        return n / median_seconds(fn, repeats=repeats, warmup=1)
 
 
 def diffusers_loop(scheduler, net, n, steps, generator):

@@ -30,8 +30,7 @@ def main():
             "--heldout", str(tmp / "heldout.pt"))
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         run("pipeline.train", "--params", str(tmp / "params.yaml"), "--cell", args.cell, "--data", str(tmp / "train.pt"),
-            "--out", str(tmp / "m.pt"), "--losses", str(tmp / "l.csv"), "--profile", str(tmp / "p.csv"),
-            "--summary", str(tmp / "s.json"), "--checkpoint", str(tmp / "c.pt"))
+            "--out", str(tmp / "m.pt"), "--checkpoint", str(tmp / "c.pt"))
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     write("train_memory", {"config": vars(args), "peak_rss_mib": peak_kib / 1024,
                            "note": "max RSS over the child processes (the train job dominates)",

@@ -78,8 +78,6 @@ def fid_by_step(params, state, reference_images, levels, common, device):
 @torch.no_grad()
 def class_fractions(evaluator_path, images):
     """Fraction of samples the evaluator assigns to each class (mode coverage)."""
-    from .fidelity import _to_unit_range, load_classifier
-
     model = load_classifier(evaluator_path).eval()
     predicted = model(_to_unit_range(images)).argmax(1)
     counts = torch.bincount(predicted, minlength=model.config["num_classes"])
@@ -124,18 +122,23 @@ def sample_metrics(params, samples, train, heldout, evaluator, cache_dir, extrac
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+def scoring_arguments(parser):
+    """The options every scoring stage takes (evaluate, sampler_study): inputs and the output."""
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--cell", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--samples", required=True)
     parser.add_argument("--train", required=True)
     parser.add_argument("--heldout", required=True)
     parser.add_argument("--evaluator", required=True)
     parser.add_argument("--reference", required=True, help="the reference stage's JSON")
     parser.add_argument("--cache-dir", required=True, help="the reference stage's cache folder")
     parser.add_argument("--out", required=True, help="output: metrics (.json)")
+    return parser
+
+
+def main(argv=None):
+    parser = scoring_arguments(argparse.ArgumentParser(description=__doc__))
+    parser.add_argument("--samples", required=True)
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     set_threads()

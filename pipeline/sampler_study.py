@@ -12,7 +12,7 @@ import time
 from diffusion.samplers import steps_for_nfe
 
 from . import accel
-from .evaluate import sample_metrics
+from .evaluate import sample_metrics, scoring_arguments
 from .fidelity import extractor_settings
 from .io import load_json, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
@@ -21,18 +21,9 @@ from .sample import draw_samples
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--cell", required=True)
+    parser = scoring_arguments(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--sampler", required=True)
     parser.add_argument("--nfe", required=True, type=int, help="budget of network evaluations")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--heldout", required=True)
-    parser.add_argument("--evaluator", required=True)
-    parser.add_argument("--reference", required=True, help="the reference stage's JSON")
-    parser.add_argument("--cache-dir", required=True, help="the reference stage's cache folder")
-    parser.add_argument("--out", required=True, help="output: metrics (.json)")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     set_threads()

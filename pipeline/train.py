@@ -1,4 +1,6 @@
-"""Stage `train`: train one grid cell and write its EMA weights, loss curve and per-t profile.
+"""Stage `train`: train one grid cell and write one model file: its EMA weights, loss curve,
+per-t profile and summary (the `curves` stage writes the last three out as small results,
+so that this stage has a single output for Snakemake's between-workflow cache).
 
 Checkpoints (model, EMA, optimizer, RNG and timestep-sampler state, step) are written
 atomically every `train.checkpoint_every` steps to `--checkpoint`; a rerun after a kill
@@ -11,14 +13,17 @@ device, so no step waits on the host; `train.precision: bf16` runs the network u
 autocast, `train.compile` compiles it, and `train.gpus: N > 1` relaunches this stage under
 torchrun as N DDP processes, each drawing batch_size / N examples. `train.eval_every`
 keeps EMA snapshots in the output for the evaluate stage's FID-vs-step curve.
+
+`--live DIR` logs the loss and learning rate through dvclive while the cell trains (every
+`train.log_every` steps, from values the loop already has on the host: no extra device
+sync), rank 0 only; a resumed run continues the curves from its checkpoint.
 """
 
 import argparse
-import csv
 import dataclasses
 import hashlib
-import io as _io
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -31,7 +36,7 @@ from diffusion import EMA, TIMESTEP_SAMPLERS, training_step, warmup_lr
 from . import accel
 from .build import build_net, build_objective, build_process
 from .data import to_model
-from .io import atomic_path, load_torch, run_stage, save_json, save_torch, set_threads
+from .io import load_torch, run_stage, save_torch, set_threads
 from .params import load_or_exit
 
 PROFILE_POINTS = 40
@@ -79,19 +84,37 @@ def loss_profile(objective, net, x0, generator, points=PROFILE_POINTS):
     return rows
 
 
-def _write_csv(rows, path):
-    buf = _io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
+def live_logger(live_dir, rows, cell_id):
+    """A dvclive logger in `live_dir` (emptied) holding `rows`, the loss curve so far: a
+    resumed run continues its curves at the checkpoint, without what a killed run logged
+    after it. It writes only the metric histories (`plots/metrics/{loss,lr}.tsv`): no
+    dvc.yaml, report, experiment or summary (summary.json is the stage's), so the DAG's
+    files stay the record and `dvc plots show` reads every file under logs/live. None when
+    dvclive cannot start (it refuses a git repository without commits): live metrics are a
+    side product and never fail a cell."""
+    from dvclive import Live  # imported only when used (half a second)
+
+    try:
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    except Exception as err:
+        print(f"{cell_id}: no live metrics in {live_dir}: dvclive: {err}", file=sys.stderr)
+        return None
+    for row in rows:
+        log_live(live, row)
+    return live
 
 
-def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=None):
+def log_live(live, row):
+    """One row of the loss curve (step, loss, lr): one line appended to each history."""
+    live.step = row["step"]
+    live.log_metric("loss", row["loss"])
+    live.log_metric("lr", row["lr"])
+
+
+def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=None, live_dir=None):
     """Train one cell; returns (final state dict, loss rows, status dict, (objective, EMA
-    net, data)). Under DDP every rank calls it; only rank 0's return value is written."""
+    net, data)). Under DDP every rank calls it; only rank 0's return value is written, and
+    only rank 0 logs live metrics to `live_dir` (None: none)."""
     rt = runtime or accel.Runtime(torch.device("cpu"))
     train = params.cell_train(cell_id)
     cell = params.cells[cell_id]
@@ -159,6 +182,7 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
                     "ema": ema.state_dict(), **ranks[0], **extra, "losses": losses,
                     **({"snapshots": snapshots} if snapshots else {})}, checkpoint_path)
 
+    live = live_logger(live_dir, losses, cell_id) if live_dir and rt.main else None
     status = {"status": "ok", "step": train.steps}
     per_rank = train.batch_size // rt.world
     running = torch.zeros((), device=rt.device)
@@ -187,6 +211,8 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
                     print(f"{cell_id}: loss is {mean_loss} at step {step + 1}: diverged", file=sys.stderr)
                 break
             losses.append({"step": step + 1, "loss": mean_loss, "lr": lr})
+            if live:
+                log_live(live, losses[-1])
             if not bar.disable:
                 bar.set_postfix(loss=f"{mean_loss:.4g}")
             elif rt.main:
@@ -213,11 +239,9 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--cell", required=True)
     parser.add_argument("--data", required=True, help="training split (.pt)")
-    parser.add_argument("--out", required=True, help="output: final weights (.pt)")
-    parser.add_argument("--losses", required=True, help="output: loss curve (.csv)")
-    parser.add_argument("--profile", required=True, help="output: per-t loss profile (.csv)")
-    parser.add_argument("--summary", required=True, help="output: status and timing (.json)")
+    parser.add_argument("--out", required=True, help="output: final weights, curves and summary (.pt)")
     parser.add_argument("--checkpoint", required=True, help="resumable checkpoint (not an output)")
+    parser.add_argument("--live", help="folder for live training metrics (dvclive; not an output)")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     if args.cell not in params.cells:
@@ -239,7 +263,7 @@ def _train_and_write(params, args, runtime, threads):
     data = load_torch(args.data)
     checkpoint_path = Path(args.checkpoint)
     state, losses, status, (objective, ema_net, x_all) = train_cell(params, args.cell, data, checkpoint_path,
-                                                                    runtime=runtime)
+                                                                    runtime=runtime, live_dir=args.live)
     if not runtime.main:
         return
     profile = []
@@ -247,10 +271,11 @@ def _train_and_write(params, args, runtime, threads):
         generator = torch.Generator().manual_seed(params.cell_train(args.cell).seed + 1)
         idx = torch.randperm(len(x_all), generator=generator)[:256].to(x_all.device)
         profile = loss_profile(objective, ema_net, x_all[idx], generator)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    state.update(losses=[{"cell": args.cell, **row} for row in losses],
+                 profile=[{"cell": args.cell, **row} for row in profile],
+                 summary={"cell": args.cell, **status, "threads": threads, "max_rss_mb": round(peak_mb)})
     save_torch(state, args.out)
-    _write_csv([{"cell": args.cell, **row} for row in losses], args.losses)
-    _write_csv([{"cell": args.cell, **row} for row in profile], args.profile)
-    save_json({"cell": args.cell, **status, "threads": threads}, args.summary)
     checkpoint_path.unlink(missing_ok=True)  # finished: the outputs supersede it
     print(f"{args.cell}: {status['status']} after {status['step']} steps in {status['seconds']} s")
 

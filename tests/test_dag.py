@@ -76,7 +76,7 @@ def test_dry_run_counts(tmp_path):
     out = run([tool("snakemake"), "-n", "--forceall", "--cores", "2", "--quiet", "rules"], cwd=ROOT).stdout
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
     cells = yaml.safe_load((ROOT / "params.yaml").read_text())["cells"]
-    for rule in ("train", "sample", "evaluate"):
+    for rule in ("train", "curves", "sample", "evaluate"):
         assert counts[rule] == len(cells), out
     for rule in ("prepare", "evaluator", "reference", "aggregate", "plot", "sampler_table"):
         assert counts[rule] == 1, out

@@ -20,7 +20,7 @@ import yaml
 from conftest import ROOT, make_project, run, tool
 from pipeline import accel, inception
 from pipeline.data import load_cifar10
-from pipeline.io import StageError
+from pipeline.io import StageError, load_torch
 from pipeline.params import ParamsError, load, parse
 
 PAPER = ROOT / "configs" / "cifar10.yaml"
@@ -303,12 +303,11 @@ def test_ddp_relaunch_over_gloo_trains_and_writes_once(tmp_path, tiny_params):
     run([sys.executable, "-m", "pipeline.prepare", "--train", "data/train.pt", "--heldout", "data/heldout.pt"],
         cwd=project, env=env)
     result = run([sys.executable, "-m", "pipeline.train", "--cell", "eps-vlb", "--data", "data/train.pt",
-                  "--out", "out/model.pt", "--losses", "out/losses.csv", "--profile", "out/profile.csv",
-                  "--summary", "out/summary.json", "--checkpoint", "out/checkpoint.pt"], cwd=project, env=env)
+                  "--out", "out/model.pt", "--checkpoint", "out/checkpoint.pt"], cwd=project, env=env)
     assert "relaunching under torchrun with 2 processes" in result.stderr
-    summary = json.loads((project / "out/summary.json").read_text())
-    assert summary["status"] == "ok" and summary["processes"] == 2
-    assert len((project / "out/losses.csv").read_text().splitlines()) == 1 + 2
+    state = load_torch(project / "out/model.pt")
+    assert state["summary"]["status"] == "ok" and state["summary"]["processes"] == 2
+    assert len(state["losses"]) == 2
     assert not (project / "out/checkpoint.pt").exists()
 
 

@@ -169,9 +169,8 @@ def test_stage_refuses_bad_params_before_compute(tmp_path):
     path = _write(tmp_path, mutate("cells.eps-eps.weighting", "l1"))
     out = tmp_path / "model.pt"
     result = subprocess.run([sys.executable, "-m", "pipeline.train", "--params", str(path), "--cell", "eps-eps",
-                             "--data", "data/none.pt", "--out", str(out), "--losses", str(tmp_path / "l.csv"),
-                             "--profile", str(tmp_path / "p.csv"), "--summary", str(tmp_path / "s.json"),
-                             "--checkpoint", str(tmp_path / "c.pt")], cwd=ROOT, capture_output=True, text=True)
+                             "--data", "data/none.pt", "--out", str(out), "--checkpoint", str(tmp_path / "c.pt")],
+                            cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         f"error: {path}: cells.eps-eps.weighting: unknown value 'l1' (choose from adaptive, edm, eps, "

@@ -31,9 +31,8 @@ def prepare(project):
 
 def train_cmd(cell, tag):
     return [sys.executable, "-m", "pipeline.train", "--cell", cell, "--data", "data/train.pt",
-            "--out", f"out/{tag}/model.pt", "--losses", f"out/{tag}/losses.csv",
-            "--profile", f"out/{tag}/profile.csv", "--summary", f"out/{tag}/summary.json",
-            "--checkpoint", f"out/{tag}/checkpoint.pt"]
+            "--out", f"out/{tag}/model.pt", "--checkpoint", f"out/{tag}/checkpoint.pt",
+            "--live", f"out/{tag}/live"]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +70,11 @@ def test_sigkill_and_resume_give_identical_weights(project):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), (part, key)
     assert not checkpoint.exists()  # superseded by the outputs
+    for name in ("loss", "lr"):  # the live curves continue at the checkpoint: no gap, no repeated step
+        straight, resumed = (project / f"out/{tag}/live/plots/metrics/{name}.tsv" for tag in ("straight", "killed"))
+        assert resumed.read_text() == straight.read_text(), name
+    steps = [int(line.split("\t")[0]) for line in resumed.read_text().splitlines()[1:]]
+    assert steps == list(range(100, 1501, 100))
 
 
 def test_identical_objectives_give_identical_weights(project):

@@ -60,16 +60,18 @@ class AttnBlock(nn.Module):
     def __init__(self, channels: int, num_groups: int):
         super().__init__()
         self.norm = group_norm(channels, num_groups)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = zero_(nn.Conv2d(channels, channels, 1))  # Ho et al. 2020: proj_out init_scale=0
+        # DDPM's 1x1 "nin" projections as Linear layers on the tokens (the same parameters):
+        # q, k, v come out with unit stride on channels, which PyTorch's fused attention needs.
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_(nn.Linear(channels, channels))  # Ho et al. 2020: proj_out init_scale=0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, 1, c, h * w).transpose(-1, -2)  # [b, 3, heads, hw, c]
-        q, k, v = qkv.unbind(1)
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # [b, hw, c]
+        q, k, v = self.qkv(tokens).unsqueeze(1).chunk(3, dim=-1)  # [b, heads=1, hw, c] each
         # softmax(q k^T / sqrt(c)) v through PyTorch's fused kernel (flash / memory-efficient).
-        out = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj(out.squeeze(1).transpose(1, 2).reshape(b, c, h, w))
+        out = self.proj(F.scaled_dot_product_attention(q, k, v).squeeze(1))
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
 class Downsample(nn.Module):

@@ -1,0 +1,58 @@
+"""The committed results/ are what the pipeline produces from the committed params.yaml: the
+aggregate stage's command, rerun from the committed per-cell metrics, rewrites the committed
+tables byte for byte, and dvc.lock records params.yaml's values for every stage and the md5
+of every committed small result. (A full `dvc repro` of the default grid takes ~20 minutes;
+README's "Regenerate the results of a tagged version" gives the commands.)"""
+
+import hashlib
+import shutil
+
+import pytest
+import yaml
+
+from conftest import ROOT, make_project, run
+
+TABLES = ("results/table.md", "results/table.tex", "results/metrics.csv", "results/summary.csv")
+
+
+def require(*names):
+    missing = [name for name in names if not (ROOT / name).exists()]
+    if missing:
+        pytest.skip(f"not committed: {', '.join(missing)}")
+
+
+def lookup(params, dotted):
+    for key in dotted.split("."):
+        params = params[key]
+    return params
+
+
+def test_aggregate_rewrites_the_committed_tables(tmp_path):
+    require("results/metrics", "results/reference.json", *TABLES)
+    project = make_project(tmp_path / "project", ROOT / "params.yaml")
+    shutil.copytree(ROOT / "results/metrics", project / "results/metrics")
+    shutil.copy2(ROOT / "results/reference.json", project / "results/reference.json")
+    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["aggregate"]["cmd"]
+    run(["bash", "-c", cmd], cwd=project)
+    for name in TABLES:
+        assert (project / name).read_bytes() == (ROOT / name).read_bytes(), name
+
+
+def test_dvc_lock_records_the_committed_params_and_results():
+    from dvc.repo import Repo
+    from dvc.utils.serialize import load_yaml  # YAML 1.2, as DVC reads them: 2e-05 is a float
+
+    require("dvc.lock")
+    params = load_yaml(ROOT / "params.yaml")
+    lock = load_yaml(ROOT / "dvc.lock")["stages"]
+    for stage, entry in lock.items():
+        for key, value in entry.get("params", {}).get("params.yaml", {}).items():
+            assert value == lookup(params, key), f"{stage}: {key}"
+    recorded = {out["path"]: out["md5"] for entry in lock.values() for out in entry.get("outs", [])}
+    with Repo(str(ROOT)) as repo:
+        small = sorted({str(out.def_path) for stage in repo.index.stages for out in stage.outs if not out.use_cache})
+    assert small
+    for path in small:
+        assert path in recorded, f"{path}: not in dvc.lock"
+        require(path)
+        assert hashlib.md5((ROOT / path).read_bytes()).hexdigest() == recorded[path], path
