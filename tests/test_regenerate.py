@@ -27,14 +27,18 @@ def lookup(params, dotted):
     return params
 
 
-def test_aggregate_rewrites_the_committed_tables(tmp_path):
-    require("results/metrics", "results/reference.json", *TABLES)
-    project = make_project(tmp_path / "project", ROOT / "params.yaml")
-    shutil.copytree(ROOT / "results/metrics", project / "results/metrics")
-    shutil.copy2(ROOT / "results/reference.json", project / "results/reference.json")
+@pytest.mark.parametrize("params_file", ["params.yaml", "configs/ncsn_swiss_roll.yaml"])
+def test_aggregate_rewrites_the_committed_tables(tmp_path, params_file):
+    """Each experiment's committed tables, in its own results folder (`paths:`)."""
+    results = yaml.safe_load((ROOT / params_file).read_text())["paths"]["results"]
+    tables = [name.replace("results", results, 1) for name in TABLES]
+    require(f"{results}/metrics", f"{results}/reference.json", *tables)
+    project = make_project(tmp_path / "project", ROOT / params_file)
+    shutil.copytree(ROOT / results / "metrics", project / results / "metrics")
+    shutil.copy2(ROOT / results / "reference.json", project / results / "reference.json")
     cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["aggregate"]["cmd"]
-    run(["bash", "-c", cmd], cwd=project)
-    for name in TABLES:
+    run(["bash", "-c", cmd.replace("${paths.results}", results)], cwd=project)
+    for name in tables:
         assert (project / name).read_bytes() == (ROOT / name).read_bytes(), name
 
 
