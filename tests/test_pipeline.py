@@ -136,6 +136,7 @@ def test_changing_one_cell_reruns_that_cell_only(snakemake_project):
     assert jobs.pop("train") == ["eps-vlb"]
     assert jobs.pop("sample") == ["eps-vlb"]
     assert jobs.pop("evaluate") == ["eps-vlb"]
+    assert jobs.pop("curves") == ["eps-vlb"]
     assert sorted(jobs) == ["aggregate", "all", "plot"]
 
 
