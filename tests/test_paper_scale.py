@@ -266,7 +266,7 @@ def test_ddp_on_missing_gpus_fails_before_relaunch(tmp_path, tiny_params, capsys
     raw = yaml.safe_load(Path(tiny_params).read_text())
     raw["train"].update(gpus=2, device="cuda")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    outs = {k: str(tmp_path / k) for k in ("out", "losses", "profile", "summary", "checkpoint")}
+    outs = {k: str(tmp_path / k) for k in ("out", "checkpoint")}
     argv = ["--params", str(tmp_path / "params.yaml"), "--cell", "eps-eps", "--data", "none.pt",
             *[x for k, v in outs.items() for x in (f"--{k}", v)]]
     with pytest.raises(SystemExit):
