@@ -340,22 +340,23 @@ def test_one_cell_end_to_end_through_inception_metrics(tmp_path, cifar_dir, ince
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     project = make_project(tmp_path / "p", tmp_path / "small.yaml")
     run([tool("snakemake"), "--cores", "2"], cwd=project, env={"TORCH_HOME": str(tmp_path / "no-hub")})
-    p = project
-    assert torch.load(p / "data/heldout.pt", weights_only=True)["images"].shape[0] == TEST_IMAGES  # the test split
-    evaluator = json.loads((p / "results/evaluator.json").read_text())
+    folders = {k: project / v for k, v in raw["paths"].items()}  # the config's own folders
+    d, runs_dir, p = folders["data"], folders["runs"], folders["results"]
+    assert torch.load(d / "heldout.pt", weights_only=True)["images"].shape[0] == TEST_IMAGES  # the test split
+    evaluator = json.loads((p / "evaluator.json").read_text())
     assert evaluator["feature_extractor"] == inception.NAME and evaluator["weights_source"] == str(inception_weights)
-    reference = json.loads((p / "results/reference.json").read_text())
+    reference = json.loads((p / "reference.json").read_text())
     assert reference["feature_extractor"] == inception.NAME
-    assert list((p / "runs/reference").glob(f"train-w*-{inception.NAME}-stat-fid-2048.pt"))  # cached once, keyed
-    summary = json.loads((p / "results/train/eps-eps/summary.json").read_text())
+    assert list((runs_dir / "reference").glob(f"train-w*-{inception.NAME}-stat-fid-2048.pt"))  # cached once, keyed
+    summary = json.loads((p / "train/eps-eps/summary.json").read_text())
     assert summary["status"] == "ok" and summary["precision"] == "bf16" and summary["device"] == "cpu"
-    metrics = json.loads((p / "results/metrics/eps-eps.json").read_text())
+    metrics = json.loads((p / "metrics/eps-eps.json").read_text())
     assert metrics["status"] == "ok" and metrics["feature_extractor"] == inception.NAME
     for key in ("isc_mean", "fid", "kid_mean", "nll_bpd", "fid_best"):
         assert np.isfinite(metrics[key]), key
     assert [r["step"] for r in metrics["fid_by_step"]] == [4] and metrics["fid_best_step"] == 4
     assert "class_fractions" not in metrics  # Inception's classes are not CIFAR-10's
-    table = (p / "results/table.md").read_text()
+    table = (p / "table.md").read_text()
     assert "| eps-eps |" in table and "inception-v3-compat" in table
-    assert "fid_best" in (p / "results/metrics.csv").read_text()  # the best over snapshots, long CSV
+    assert "fid_best" in (p / "metrics.csv").read_text()  # the best over snapshots, long CSV
     assert not list((tmp_path / "no-hub").rglob("*.pth"))  # nothing was downloaded
