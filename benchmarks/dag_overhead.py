@@ -1,6 +1,6 @@
 """No-op rerun of the whole default grid against the tools' own bookkeeping floor: the
 same DAG (same rules, inputs and outputs) with every command replaced by `true` and params
-read as plain YAML (no validation, no torch import). Run after a complete grid; both sides
+validation skipped. Run after a complete grid; both sides
 use mtime triggers only so they judge staleness the same way. Goal: <= 1.2x the floor."""
 
 import argparse
@@ -18,11 +18,8 @@ BIN = Path(sys.executable).parent
 
 
 def floor_snakefile(text):
-    """The Snakefile with validation replaced by plain YAML and every shell command by `true`."""
-    text = text.replace("from pipeline.params import ParamsError, load\n", "import yaml\n")
-    text = re.sub(r"try:\n    P = load\(\"params.yaml\"\)\nexcept ParamsError as err:\n    sys.exit\(f\"error: \{err\}\"\)\n",
-                  "", text)
-    text = text.replace("CELLS = list(P.cells)", "CELLS = list(config['cells'])")
+    """The Snakefile with params validation skipped and every shell command replaced by `true`."""
+    text = text.replace('    validate_once("params.yaml")\n', "    pass\n")
     return re.sub(r"    shell:\n(        \".*\"\n)+", '    shell:\n        "true"\n', text)
 
 
