@@ -25,6 +25,12 @@ def read_tsv(path):
     return rows[-1] if rows else None
 
 
+def number(row, key):
+    """A numeric column of Snakemake's benchmark row; NaN where it has none ('NA' or '-')."""
+    value = row.get(key, "NA")
+    return float("nan") if value in ("NA", "-", "") else float(value)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--wall", type=float, default=None, help="measured wall seconds of the run")
@@ -37,10 +43,8 @@ def main():
         if row is None:
             continue
         rule = path.relative_to(BENCH).parts[0].removesuffix(".tsv")
-        rss = float(row["max_rss"]) if row.get("max_rss", "NA") not in ("NA", "-", "") else float("nan")
-        cpu = float(row["cpu_time"]) if row.get("cpu_time", "NA") not in ("NA", "-", "") else float("nan")
         jobs[rule].append({"job": str(path.relative_to(BENCH)), "seconds": float(row["s"]),
-                           "cpu_seconds": cpu, "max_rss_mb": rss})
+                           "cpu_seconds": number(row, "cpu_time"), "max_rss_mb": number(row, "max_rss")})
     for path in sorted((ROOT / "results" / "train").glob("*/summary.json")):
         summary = json.loads(path.read_text())
         jobs["train"].append({"job": str(path.relative_to(ROOT)), "seconds": summary["seconds"],

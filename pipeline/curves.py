@@ -8,17 +8,17 @@ import argparse
 import csv
 import io as _io
 
-from .io import atomic_path, load_torch, run_stage, save_json
+from .io import load_torch, run_stage, save_json, save_text
 
 
 def write_csv(rows, path):
+    """Rows of dicts as a CSV file with a header (empty when there are no rows), atomically."""
     buf = _io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
+    save_text(buf.getvalue(), path)
 
 
 def main(argv=None):
