@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -197,6 +198,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     sns.set_theme(style="whitegrid", context="notebook")
+    np.random.seed(0)  # seaborn's strip-plot jitter draws from numpy's global RNG: same figures every run
     out = Path(args.out_dir)
     cells = list(params.cells)
     metrics = pd.read_csv(args.metrics)
