@@ -18,12 +18,13 @@ of Tweedie's -(x_ve - mu_theta)/s^2 (x_ve = x_t/alpha, mu_theta = x0_hat): that 
 Tweedie score times s^2/sigma_phi^2 = exp(-r), so eps_hat becomes exp(-r) eps_hat.
 """
 
-from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
-from .parameterizations import get_parameterization
+from .parameterizations import eps_from_x0, get_parameterization, x0_from_eps
+from .process import append_dims
 from .weightings import reverse_variance_table
 
 __all__ = ["SIGMAS", "LEARNED_SIGMAS", "SCORES", "Prediction", "Denoiser"]
@@ -33,13 +34,24 @@ LEARNED_SIGMAS = ("learned_range", "learned")
 SCORES = ("tweedie", "seed004")
 
 
-@dataclass
 class Prediction:
-    out: torch.Tensor            # the network's prediction in its own space
-    x0: torch.Tensor             # x0_hat
-    eps: torch.Tensor            # eps_hat
-    var_out: torch.Tensor = None  # the extra channels of a learned Sigma
-    log_ratio: torch.Tensor = None  # seed 004: r = log(sigma_phi^2 / s^2), per pixel
+    """The denoiser's output at (x_t, t): the network's raw `out` (in its own space), x0_hat,
+    eps_hat, and the extra channels of a learned Sigma (`var_out`) or of seed 004's
+    uncertainty model (`log_ratio`, r = log(sigma_phi^2 / s^2) per pixel).
+
+    `eps` may be given as a function computing it, evaluated on first read: after clipping,
+    eps_hat is derived from x_t and the clipped x0, and an ancestral step (which reads only
+    x0) should not pay for it."""
+
+    def __init__(self, out, x0, eps, var_out=None, log_ratio=None):
+        self.out, self.x0, self._eps = out, x0, eps
+        self.var_out, self.log_ratio = var_out, log_ratio
+
+    @property
+    def eps(self):
+        if callable(self._eps):
+            self._eps = self._eps()
+        return self._eps
 
 
 class Denoiser(nn.Module):
@@ -81,12 +93,13 @@ class Denoiser(nn.Module):
         elif self.uncertainty:
             out, log_ratio = out.chunk(2, dim=1)
         x0, eps = self.param.to_x0_eps(out, x_t, c)
-        if self.clip_x0 if clip_x0 is None else clip_x0:
+        clip = self.clip_x0 if clip_x0 is None else clip_x0
+        if clip:
             x0 = x0.clamp(-1, 1)
-            eps = (x_t - c["alpha"] * x0) / c["sigma"]
+            eps = partial(eps_from_x0, x_t, x0, c["alpha"], c["sigma"])  # computed when read
         if self.score == "seed004":  # seed 004, "A Better Score Function"
-            eps = torch.exp(-log_ratio) * eps
-            x0 = (x_t - c["sigma"] * eps) / c["alpha"]
+            eps = torch.exp(-log_ratio) * (eps() if clip else eps)
+            x0 = x0_from_eps(x_t, eps, c["alpha"], c["sigma"])
         return Prediction(out=out, x0=x0, eps=eps, var_out=var_out, log_ratio=log_ratio)
 
     def reverse_log_variance(self, pred, t, x_t, process=None):
@@ -105,7 +118,7 @@ class Denoiser(nn.Module):
             table = reverse_variance_table(process, self.sigma).log().to(x_t.device, x_t.dtype)
             self._log_var_tables[key] = (process, table)  # once per device: no per-step host copy
         table = self._log_var_tables[key][1]
-        return table[t.long()].reshape(-1, *([1] * (x_t.ndim - 1))).expand_as(x_t)
+        return append_dims(table[t.long()], x_t.ndim)  # [B, 1, ...]: broadcasts against x_t
 
     def reverse(self, x_t, t, pred=None):
         """(pred, mean, log_var) of p(x_{t-1} | x_t): the posterior mean at x0_hat."""

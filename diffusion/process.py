@@ -113,7 +113,10 @@ class DiscreteProcess:
         return append_dims(table[t.long()], x.ndim)
 
     def coef_at(self, name, t, x):
-        """Table `name` at real-valued t [B] (linear in t; exact at integers)."""
+        """Table `name` at real-valued t [B] (linear in t; exact at integers). An integer
+        tensor t is a plain lookup (`at`), the discrete samplers' fast path."""
+        if not t.is_floating_point():
+            return self.at(name, t, x)
         t = t.to(torch.float64).clamp(0, self.T - 1)
         table = self.table(name, t.device)
         lo = t.floor().long()
@@ -123,7 +126,10 @@ class DiscreteProcess:
         return append_dims(value.to(x.dtype), x.ndim)
 
     def alpha_sigma_at(self, t, x):
-        """(alpha, sigma) at real-valued t, interpolating log-SNR so fractional t stays on the process."""
+        """(alpha, sigma) at real-valued t, interpolating log-SNR so fractional t stays on the
+        process; an integer tensor t reads the tables (the discrete samplers' fast path)."""
+        if not t.is_floating_point():
+            return self.at("alpha", t, x), self.at("sigma", t, x)
         t64 = t.to(torch.float64).clamp(0, self.T - 1)
         lo = t64.floor().long()
         hi = (lo + 1).clamp(max=self.T - 1)
@@ -150,7 +156,9 @@ class DiscreteProcess:
         return idx - 1 + frac
 
     def model_time(self, t):
-        """Network time input for (possibly fractional) grid index t."""
+        """Network time input (float32 [B]) for (possibly fractional) grid index t."""
+        if not t.is_floating_point():
+            return self.table("timesteps", t.device, torch.float32)[t]
         t = t.to(torch.float64).clamp(0, self.T - 1)
         table = self.table("timesteps", t.device)
         lo = t.floor().long()

@@ -34,11 +34,12 @@ def _prior(denoiser, shape, generator, device, dtype):
 
 
 def _steps(process, steps):
-    """(grid, index): the sampling grid and each of its steps' index in `process`."""
+    """(grid, index): the sampling grid and each of its steps' integer index in `process`
+    (the denoiser is queried at integer t: exact table lookups, no interpolation)."""
     if steps is None or steps == process.T:
-        return process, torch.arange(process.T, dtype=torch.float64)
+        return process, list(range(process.T))
     grid = process.respace(steps)
-    return grid, grid.parent_index
+    return grid, [int(i) for i in grid.parent_index.tolist()]
 
 
 @torch.no_grad()
@@ -51,10 +52,10 @@ def ancestral(denoiser, shape, steps=None, generator=None, device="cpu", dtype=t
     x = _prior(denoiser, shape, generator, device, dtype)
     for i in reversed(range(process.T)):
         t = torch.full(shape[:1], i, device=device, dtype=torch.long)
-        pred = denoiser(x, torch.full(shape[:1], float(index[i]), device=device))
+        pred = denoiser(x, torch.full(shape[:1], index[i], device=device, dtype=torch.long))
         mean = process.posterior_mean(pred.x0, x, t)
         log_var = denoiser.reverse_log_variance(pred, t, x, process)
-        x = mean + (torch.exp(0.5 * log_var) * _randn(shape, generator, x) if i > 0 else 0)
+        x = torch.addcmul(mean, torch.exp(0.5 * log_var), _randn(shape, generator, x)) if i > 0 else mean
         if callback is not None:
             callback(process.T - i, process.T)
     return x
@@ -68,13 +69,12 @@ def ddim(denoiser, shape, steps=50, eta=0.0, generator=None, device="cpu", dtype
     alpha, sigma = process.alpha.tolist(), process.sigma.tolist()
     x = _prior(denoiser, shape, generator, device, dtype)
     for n, i in enumerate(reversed(range(process.T))):
-        t = torch.full(shape[:1], float(index[i]), device=device)
-        pred = denoiser(x, t)
+        pred = denoiser(x, torch.full(shape[:1], index[i], device=device, dtype=torch.long))
         a_prev = alpha[i - 1] if i > 0 else 1.0
         s_prev = sigma[i - 1] if i > 0 else 0.0
         # eta scales the std of q(x_{t-1} | x_t, x0) between the two kept steps.
         c = eta * _ddim_noise(alpha[i], sigma[i], a_prev, s_prev)
-        x = a_prev * pred.x0 + math.sqrt(max(0.0, s_prev**2 - c**2)) * pred.eps
+        x = torch.add(a_prev * pred.x0, pred.eps, alpha=math.sqrt(max(0.0, s_prev**2 - c**2)))
         if c > 0 and i > 0:
             x = x + c * _randn(shape, generator, x)
         if callback is not None:

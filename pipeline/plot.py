@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -22,15 +23,23 @@ from .params import load_or_exit  # noqa: E402
 
 
 def fid_heatmap(metrics, path, metric="fid"):
-    """Heatmap of `metric` (FID; `sw` on 2-D points) over (parameterization / Sigma) x weighting."""
+    """Heatmap of `metric` (FID; `sw` on 2-D points) over (parameterization / Sigma) x weighting,
+    on a log colour scale (the grid spans two orders of magnitude). Seed 004's uncertainty
+    model gets a second row for its samples drawn with the seed's own score."""
     label = {"fid": "FID", "sw": "sliced Wasserstein-2"}[metric]
-    fid = metrics[metrics.metric == metric].copy()
-    score = fid["score"] if "score" in fid else pd.Series("tweedie", index=fid.index)
-    fid["row"] = fid.parameterization + " / " + fid.sigma + score.map({"tweedie": "", "seed004": " / seed-004 score"})
+    fid = metrics[metrics.metric.isin([metric, f"seed004_{metric}"])].copy()
+    # images: the seed's score is a metric of its own (seed004_fid); points: a `score` column
+    seed004 = fid.metric.str.startswith("seed004_")
+    if "score" in fid:
+        seed004 |= fid.score == "seed004"
+    fid["row"] = fid.parameterization + " / " + fid.sigma + seed004.map({False: "", True: " / seed-004 score"})
     grid = fid.pivot_table(index="row", columns="weighting", values="value", aggfunc="mean")
+    values = grid.stack()
+    norm = LogNorm(values.min(), values.max()) if len(values) and values.min() > 0 else None
     fig, ax = plt.subplots(figsize=(1.4 * max(3, grid.shape[1]) + 2, 0.6 * max(3, grid.shape[0]) + 1.5))
-    sns.heatmap(grid, annot=True, fmt=".2f" if metric == "fid" else ".3f", cmap="viridis_r", ax=ax,
-                cbar_kws={"label": label}, mask=grid.isna())
+    sns.heatmap(grid, annot=True, fmt=".2f" if metric == "fid" else ".3f", cmap="viridis_r", ax=ax, norm=norm,
+                cbar_kws={"label": f"{label} (log scale)" if norm else label}, mask=grid.isna())
+    ax.grid(False)
     ax.set_title(f"{label} against the training set, mean over seeds (blank: diverged or not in grid)")
     ax.set_xlabel("weighting")
     ax.set_ylabel("parameterization / Sigma")
@@ -172,15 +181,19 @@ def uncertainty_plot(profile_paths, path):
     plt.close(fig)
 
 
-def sample_panel(grid_paths, path):
-    n = len(grid_paths)
-    cols = min(6, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+def sample_panel(grid_paths, path, width=16.0):
+    """The per-cell sample figures side by side, as many per row as fit `width` inches at
+    2.6 inches of height each (one per row for the wide point-data figures)."""
+    images = [plt.imread(p) for p in grid_paths]
+    aspect = max(im.shape[1] / im.shape[0] for im in images)  # width over height
+    w = min(2.6 * aspect, width)
+    cols = max(1, min(6, len(images), int(width // w)))
+    rows = math.ceil(len(images) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, (w / aspect + 0.3) * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, grid in zip(axes.flat, grid_paths):
-        ax.imshow(plt.imread(grid))
+    for ax, image, grid in zip(axes.flat, images, grid_paths):
+        ax.imshow(image)
         ax.set_title(Path(grid).stem, fontsize=9)
     save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -109,7 +109,7 @@ def save_points_figure(panels, data, denoiser, path, title=None):
         arrow = score / size * step
         q = ax.quiver(grid[:, 0], grid[:, 1], arrow[:, 0], arrow[:, 1], (size[:, 0] * s).clamp(min=1e-3),
                       cmap="viridis", norm=LogNorm(), angles="xy", scale_units="xy", scale=1, width=0.005)
-        fig.colorbar(q, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+        fig.colorbar(q, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(which="both", labelsize=6)
         ax.set_title(f"score direction at s = {s:.3g} (color |s score|)", fontsize=8)
     for ax in axes[0]:
         ax.set_xlim(float(lo[0]), float(hi[0]))

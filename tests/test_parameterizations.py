@@ -154,6 +154,28 @@ def test_denoiser_same_prediction_every_parameterization(proc_name):
 
 
 @pytest.mark.parametrize("proc_name, name", CASES)
+def test_clipped_prediction_and_integer_t(proc_name, name):
+    """clip_x0: x0_hat is clamped to [-1, 1] and eps_hat (derived on first read) keeps
+    x_t = alpha x0_hat + sigma eps_hat. Integer t as a long tensor (the samplers' and losses'
+    lookup path) gives the prediction of the same t as floats (the interpolating path)."""
+    process = PROCESSES[proc_name]
+    t, x0, eps = batch(process, seed=5)
+    x_t = 3 * x0 + eps  # far outside [-1, 1] at small t, so the clamp is active
+    d = Denoiser(EpsNet(process, name), name, process, "fixed_small", clip_x0=True)
+    raw = Denoiser(EpsNet(process, name), name, process, "fixed_small")(x_t, t)
+    pred = d(x_t, t)
+    torch.testing.assert_close(pred.x0, raw.x0.clamp(-1, 1), rtol=0, atol=0)
+    assert bool((raw.x0.abs() > 1).any())
+    alpha, sigma = process.alpha_sigma_at(t, x_t)
+    torch.testing.assert_close(alpha * pred.x0 + sigma * pred.eps, x_t, rtol=1e-12, atol=1e-12)
+    by_index = d(x_t, t.long())
+    torch.testing.assert_close(by_index.x0, pred.x0, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(by_index.eps, pred.eps, rtol=1e-9, atol=1e-9)
+    _, _, log_var = d.reverse(x_t, t.long())
+    assert log_var.shape == (len(t), 1)  # a fixed Sigma broadcasts per example
+
+
+@pytest.mark.parametrize("proc_name, name", CASES)
 def test_scale_is_derivative_of_target_wrt_eps(proc_name, name):
     """k(t) = |d target / d eps| at fixed x_t (x0 = (x_t - sigma eps)/alpha moves with eps)."""
     process = PROCESSES[proc_name]

@@ -239,17 +239,22 @@ def test_respace_explicit_list_and_nesting():
 
 # ----- continuous view ------------------------------------------------------------------------
 def test_alpha_sigma_at_integer_t_equals_tables(any_process):
+    """Integer-valued t gives the tables, whether it comes as an integer tensor (a plain
+    lookup, the discrete samplers' and the losses' path) or as floats (interpolated)."""
     name, p = any_process
     t = torch.arange(p.T)
     x = torch.zeros(p.T, 2, dtype=F64)
-    a, s = p.alpha_sigma_at(t, x)
-    assert a.shape == (p.T, 1)
-    torch.testing.assert_close(a[:, 0], p.alpha, rtol=1e-12, atol=0)
-    torch.testing.assert_close(s[:, 0], p.sigma, rtol=1e-12, atol=0)
+    for t_in in (t, t.double()):
+        a, s = p.alpha_sigma_at(t_in, x)
+        assert a.shape == (p.T, 1)
+        torch.testing.assert_close(a[:, 0], p.alpha, rtol=1e-12, atol=0)
+        torch.testing.assert_close(s[:, 0], p.sigma, rtol=1e-12, atol=0)
+        for table in ("alpha", "sigma", "beta", "posterior_coef_x0"):
+            torch.testing.assert_close(p.coef_at(table, t_in, x)[:, 0], getattr(p, table), rtol=0, atol=0)
+        assert p.model_time(t_in).dtype == torch.float32
+        torch.testing.assert_close(p.model_time(t_in), t.float(), rtol=0, atol=0)
     for table in ("alpha", "sigma", "beta", "posterior_coef_x0"):
-        torch.testing.assert_close(p.coef_at(table, t.double(), x)[:, 0], getattr(p, table), rtol=0, atol=0)
         torch.testing.assert_close(p.at(table, t, x)[:, 0], getattr(p, table), rtol=0, atol=0)
-    torch.testing.assert_close(p.model_time(t.double()), t.float())
 
 
 def test_alpha_sigma_at_fractional_t_stays_on_process(any_process):
