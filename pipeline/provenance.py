@@ -23,15 +23,21 @@ def _config_copy():
     return next((str(c) for c in sorted(Path("configs").glob("*.yaml")) if c.read_bytes() == text), None)
 
 
+# What makes a result: the library, the stages, the DAG and the params (and the configs that
+# are copied over them). An edit elsewhere (README, tests, benchmarks) changes no number.
+RESULT_INPUTS = ("diffusion", "pipeline", "report", "Snakefile", "dvc.yaml", "params.yaml", "configs",
+                 "pyproject.toml")
+
+
 def code_state():
-    """{'commit', 'dirty', 'config'}: dirty means tracked files differ from the commit (results/
-    and the DVC/Snakemake bookkeeping excluded, since the pipeline itself writes them, and
-    params.yaml when it is a copy of a committed config, named in 'config': how every
-    experiment other than the default is selected)."""
+    """{'commit', 'dirty', 'config'}: dirty means a tracked file that makes results
+    (RESULT_INPUTS) differs from the commit; params.yaml does not count when it is a copy of a
+    committed config, named in 'config': how every experiment other than the default is
+    selected."""
     commit = _git("rev-parse", "HEAD")
     config = _config_copy()
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results",
-                  ":(exclude)dvc.lock", *([":(exclude)params.yaml"] if config else []))
+    paths = [p for p in RESULT_INPUTS if not (config and p == "params.yaml")]
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", *paths)
     return {"commit": commit or "unknown", "dirty": None if status is None else bool(status), "config": config}
 
 

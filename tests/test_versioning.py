@@ -91,3 +91,20 @@ def test_a_copied_config_is_not_a_dirty_tree(tmp_path, monkeypatch):
     assert code_state()["dirty"] is False and code_state()["config"] == "configs/other.yaml"
     Path("params.yaml").write_text("other: 2\n")
     assert code_state()["dirty"] is True and code_state()["config"] is None
+
+
+def test_only_result_inputs_make_a_tree_dirty(tmp_path, monkeypatch):
+    """An edit to the README or a benchmark while the grid runs changes no number: not dirty.
+    An edit to the library is."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("README.md", "benchmarks/b.py", "diffusion/d.py", "params.yaml"):
+        Path(name).parent.mkdir(exist_ok=True)
+        Path(name).write_text("x = 1\n")
+    for args in (["init", "-q"], ["config", "user.email", "ci@example.invalid"], ["config", "user.name", "ci"],
+                 ["add", "-A"], ["commit", "-qm", "init"]):
+        git(tmp_path, *args)
+    Path("README.md").write_text("edited\n")
+    Path("benchmarks/b.py").write_text("x = 2\n")
+    assert code_state()["dirty"] is False
+    Path("diffusion/d.py").write_text("x = 2\n")
+    assert code_state()["dirty"] is True
