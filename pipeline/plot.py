@@ -183,9 +183,9 @@ def uncertainty_plot(profile_paths, path):
 
 def sample_panel(grid_paths, path, width=16.0):
     """The per-cell sample figures side by side, as many per row as fit `width` inches at
-    2.6 inches of height each (one per row for the wide point-data figures)."""
+    about 2.6 inches of height (one per row for the wide point-data figures)."""
     images = [plt.imread(p) for p in grid_paths]
-    aspect = max(im.shape[1] / im.shape[0] for im in images)  # width over height
+    aspect = float(np.median([im.shape[1] / im.shape[0] for im in images]))  # width over height
     w = min(2.6 * aspect, width)
     cols = max(1, min(6, len(images), int(width // w)))
     rows = math.ceil(len(images) / cols)
