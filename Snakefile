@@ -56,7 +56,7 @@ def cell_labels(w):
 
 # Code dependencies as files: a directory's mtime misses edits inside it.
 DIFFUSION = sorted(glob("diffusion/**/*.py", recursive=True))
-COMMON = ["pipeline/params.py", "pipeline/io.py", "pipeline/data.py", "pipeline/build.py"]
+COMMON = ["pipeline/params.py", "pipeline/io.py"]
 
 
 wildcard_constraints:
@@ -86,6 +86,7 @@ rule all:
 rule prepare:
     input:
         "pipeline/prepare.py",
+        "pipeline/data.py",
         COMMON,
     output:
         train=data("train.pt"),
@@ -137,6 +138,7 @@ rule reference:
         "pipeline/stats.py",
         "pipeline/accel.py",
         "pipeline/distances.py",
+        "pipeline/data.py",
         COMMON,
         train=data("train.pt"),
         heldout=data("heldout.pt"),
@@ -171,6 +173,8 @@ rule train:
     input:
         "pipeline/train.py",
         "pipeline/accel.py",
+        "pipeline/build.py",
+        "pipeline/data.py",
         COMMON,
         DIFFUSION,
         data=data("train.pt"),
@@ -219,6 +223,8 @@ rule sample:
     input:
         "pipeline/sample.py",
         "pipeline/accel.py",
+        "pipeline/build.py",
+        "pipeline/data.py",
         COMMON,
         DIFFUSION,
         model=runs("train/{cell}.pt"),
@@ -254,6 +260,9 @@ rule evaluate:
         "pipeline/sample.py",
         "pipeline/accel.py",
         "pipeline/distances.py",
+        "pipeline/provenance.py",
+        "pipeline/build.py",
+        "pipeline/data.py",
         COMMON,
         DIFFUSION,
         model=runs("train/{cell}.pt"),
@@ -347,6 +356,12 @@ rule sampler_study:
         "pipeline/evaluate.py",
         "pipeline/fidelity.py",
         "pipeline/distances.py",
+        "pipeline/accel.py",
+        "pipeline/provenance.py",
+        "pipeline/reference.py",
+        "pipeline/stats.py",
+        "pipeline/build.py",
+        "pipeline/data.py",
         COMMON,
         DIFFUSION,
         model=runs("train/{cell}.pt"),

@@ -1,7 +1,9 @@
 """Snakefile and dvc.yaml describe the same DAG: the same commands and outputs, and both
 count one training job per cell of params.yaml and one sampler-study job per (cell,
-sampler, NFE) of its `sampler_study` section."""
+sampler, NFE) of its `sampler_study` section. Every module a stage imports is one of its
+inputs in both tools, so a code edit reruns the stages it can change."""
 
+import ast
 import re
 
 import pytest
@@ -27,9 +29,11 @@ def snakemake_jobs():
         if not rule or not shell or shell.group(1) == "None":
             continue
         outputs = re.search(r"^\s+output: (.+)$", block, re.M)
+        inputs = re.search(r"^\s+input: (.+)$", block, re.M)
         jobs[normalize(shell.group(1))] = {
             "rule": rule.group(1),
             "outputs": set(outputs.group(1).split(", ")) if outputs else set(),
+            "inputs": set(inputs.group(1).split(", ")) if inputs else set(),
         }
     return jobs
 
@@ -39,8 +43,45 @@ def dvc_stages():
     from dvc.repo import Repo
 
     with Repo(str(ROOT)) as repo:
-        return {normalize(stage.cmd): {"name": stage.addressing, "outputs": {str(o.def_path) for o in stage.outs}}
+        return {normalize(stage.cmd): {"name": stage.addressing, "outputs": {str(o.def_path) for o in stage.outs},
+                                       "deps": {str(d.def_path) for d in stage.deps}}
                 for stage in repo.index.stages}
+
+
+def _imports(name, module_level_only):
+    """(pipeline modules, whether diffusion is imported) by pipeline/<name>.py."""
+    tree = ast.parse((ROOT / "pipeline" / f"{name}.py").read_text())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    modules, diffusion = set(), False
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:  # from .x import ... / from . import x
+            modules |= {node.module} if node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            diffusion |= node.module.split(".")[0] == "diffusion"
+        elif isinstance(node, ast.Import):
+            diffusion |= any(a.name.split(".")[0] == "diffusion" for a in node.names)
+    return {m for m in modules if (ROOT / "pipeline" / f"{m}.py").is_file()}, diffusion
+
+
+def stage_code(stage):
+    """The pipeline modules whose code runs in `stage`: everything imported at module level,
+    transitively, and the stage's own imports inside its functions; and whether any of them
+    (params.py aside, which imports the library's registries only to validate names) uses
+    the diffusion library."""
+    seen, todo = set(), [stage]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += _imports(name, module_level_only=True)[0]
+    seen |= _imports(stage, module_level_only=False)[0]
+    uses_diffusion = any(_imports(m, module_level_only=False)[1] for m in seen - {"params"})
+    return seen, uses_diffusion
+
+
+# prepare imports inception only to fail early when the Inception weights are missing: a
+# check that writes nothing, so its edits need not redo the data split and all that follows.
+NOT_INPUTS = {("prepare", "inception")}
 
 
 def test_both_tools_count_one_train_job_per_cell(snakemake_jobs, dvc_stages):
@@ -70,6 +111,24 @@ def test_same_commands(snakemake_jobs, dvc_stages):
 def test_same_outputs_per_command(snakemake_jobs, dvc_stages):
     for cmd, job in snakemake_jobs.items():
         assert job["outputs"] == dvc_stages[cmd]["outputs"], cmd
+
+
+def test_every_imported_module_is_an_input(snakemake_jobs, dvc_stages):
+    """A stage's code inputs are exactly the pipeline modules whose code it runs (see
+    stage_code), in both tools, plus the diffusion library when it uses it: an edit to any
+    of them reruns the stage, and an edit elsewhere does not."""
+    for cmd, job in snakemake_jobs.items():
+        stage = re.search(r"python -m pipeline\.(\w+)", cmd)
+        if stage is None:
+            continue
+        modules, uses_diffusion = stage_code(stage.group(1))
+        expected = {f"pipeline/{m}.py" for m in modules if (stage.group(1), m) not in NOT_INPUTS}
+        declared_sm = {i for i in job["inputs"] if i.startswith("pipeline/")}
+        declared_dvc = {d for d in dvc_stages[cmd]["deps"] if d.startswith("pipeline/")}
+        assert declared_sm == expected, (job["rule"], sorted(expected ^ declared_sm))
+        assert declared_dvc == expected, (job["rule"], sorted(expected ^ declared_dvc))
+        assert ("diffusion/process.py" in job["inputs"]) == uses_diffusion, job["rule"]
+        assert ("diffusion" in dvc_stages[cmd]["deps"]) == uses_diffusion, job["rule"]
 
 
 def test_dry_run_counts(tmp_path):
