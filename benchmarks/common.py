@@ -18,15 +18,20 @@ def machine():
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def median_seconds(fn, repeats=5, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
+def alternate(fns, repeats, warmup=1):
+    """Median seconds of each of several functions ({name: fn}), timed in alternation after
+    `warmup` calls each, so that drifts of the machine (clock, caches, other load) fall on
+    all of them alike rather than on whichever ran last."""
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def write(name, record):

@@ -8,12 +8,10 @@ and the medians compared. A second figure isolates what the loops themselves cos
 same loops over a network that only scales its input, in milliseconds per step."""
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from common import import_diffusers, write
+from common import alternate, import_diffusers, write
 from diffusion import Denoiser, vp_process
 from diffusion.nets import MLP
 from diffusion.samplers import SAMPLERS
@@ -35,19 +33,6 @@ def diffusers_loop(scheduler, net, n, steps, generator):
         eps = net(x, t.float().expand(n))
         x = scheduler.step(eps, t, x, generator=generator).prev_sample
     return x
-
-
-def alternate(fns, repeats):
-    """Median seconds of each function, timed in alternation after one warm-up each."""
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def loops(net, n, steps, diffusers):

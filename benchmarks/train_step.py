@@ -1,12 +1,12 @@
 """Train-step time of our U-Net against diffusers' UNet2DModel of (nearly) equal parameter
 count: same batch, same optimizer, same process. Prints seconds per step and the ratio
-(ours / diffusers; goal <= 1.0)."""
+(ours / diffusers; goal <= 1.0). The two steps are timed in alternation (common.alternate)."""
 
 import argparse
 
 import torch
 
-from common import import_diffusers, median_seconds, write
+from common import alternate, import_diffusers, write
 from diffusion import Objective, vp_process
 from diffusion.nets import UNet
 from diffusion.timesteps import UniformSampler
@@ -40,7 +40,8 @@ class DiffusersNet(torch.nn.Module):
         return self.model(x, t).sample
 
 
-def step_time(net, batch, size, repeats, dtype):
+def train_step(net, batch, size, dtype):
+    """One optimizer step of the eps objective on a fixed batch, as a function of nothing."""
     process = vp_process("linear", 1000)
     objective = Objective(process, "eps", "eps")
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
@@ -57,7 +58,7 @@ def step_time(net, batch, size, repeats, dtype):
         loss.backward()
         optimizer.step()
 
-    return median_seconds(step, repeats=repeats, warmup=2)
+    return step
 
 
 def main():
@@ -65,13 +66,14 @@ def main():
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
     torch.manual_seed(0)
     a, b = ours(args.size, args.channels), DiffusersNet(theirs(args.size, args.channels))
-    ta = step_time(a, args.batch, args.size, args.repeats, args.precision)
-    tb = step_time(b, args.batch, args.size, args.repeats, args.precision)
+    times = alternate({"ours": train_step(a, args.batch, args.size, args.precision),
+                       "diffusers": train_step(b, args.batch, args.size, args.precision)}, args.repeats, warmup=2)
+    ta, tb = times["ours"], times["diffusers"]
     write("train_step", {
         "config": vars(args), "params_ours": count(a), "params_diffusers": count(b),
         "seconds_per_step_ours": ta, "seconds_per_step_diffusers": tb, "ratio": ta / tb,
