@@ -1,6 +1,7 @@
 """Train-step time of our U-Net against diffusers' UNet2DModel of (nearly) equal parameter
 count: same batch, same optimizer, same process. Prints seconds per step and the ratio
-(ours / diffusers; goal <= 1.0). The two steps are timed in alternation (common.alternate)."""
+(ours / diffusers; goal <= 1.0). The two steps are timed in alternation (common.alternate).
+`--device cuda --precision bf16` is the GPU figure (written to train_step_cuda_bf16.json)."""
 
 import argparse
 
@@ -40,23 +41,27 @@ class DiffusersNet(torch.nn.Module):
         return self.model(x, t).sample
 
 
-def train_step(net, batch, size, dtype):
-    """One optimizer step of the eps objective on a fixed batch, as a function of nothing."""
+def train_step(net, batch, size, precision, device):
+    """One optimizer step of the eps objective on a fixed batch, as a function of nothing
+    (synchronized on CUDA, so that wall time is the step's)."""
+    net.to(device)
     process = vp_process("linear", 1000)
     objective = Objective(process, "eps", "eps")
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
     sampler = UniformSampler(process.T)
-    x0 = torch.rand(batch, 3, size, size) * 2 - 1
-    g = torch.Generator().manual_seed(0)
+    x0 = (torch.rand(batch, 3, size, size) * 2 - 1).to(device)
+    g = torch.Generator(device).manual_seed(0)
 
     def step():
-        t, _ = sampler.sample(batch, generator=g)
-        eps = torch.randn(x0.shape, generator=g)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        t, _ = sampler.sample(batch, generator=g, device=device)
+        eps = torch.randn(x0.shape, generator=g, device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = objective(net, x0, t, eps)["loss"].mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     return step
 
@@ -68,13 +73,18 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on either)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.manual_seed(0)
     a, b = ours(args.size, args.channels), DiffusersNet(theirs(args.size, args.channels))
-    times = alternate({"ours": train_step(a, args.batch, args.size, args.precision),
-                       "diffusers": train_step(b, args.batch, args.size, args.precision)}, args.repeats, warmup=2)
+    times = alternate({"ours": train_step(a, args.batch, args.size, args.precision, device),
+                       "diffusers": train_step(b, args.batch, args.size, args.precision, device)},
+                      args.repeats, warmup=2)
     ta, tb = times["ours"], times["diffusers"]
-    write("train_step", {
+    name = "train_step" if (device.type, args.precision) == ("cpu", "fp32") else \
+        f"train_step_{device.type}_{args.precision}"
+    write(name, {
         "config": vars(args), "params_ours": count(a), "params_diffusers": count(b),
         "seconds_per_step_ours": ta, "seconds_per_step_diffusers": tb, "ratio": ta / tb,
     })
