@@ -1,22 +1,31 @@
 # The experiment DAG (the same as dvc.yaml): prepare -> evaluator -> reference, and per grid
 # cell train -> curves and train -> sample -> evaluate, then aggregate -> plot; the sampler study
 # samples trained cells once per (cell, sampler, NFE) of `sampler_study` and ends in
-# sampler_table. All settings live in params.yaml, validated here before any job runs; each
-# rule's `params:` names only the sections it uses, so a change reruns only what depends on
-# it. Torch threads follow each rule's `threads` (Snakemake exports them as OMP_NUM_THREADS).
-# GPUs, bf16, DDP and SLURM are params and profile settings (configs/cifar10.yaml,
-# profiles/slurm), never other rules.
+# sampler_table. All settings live in params.yaml, validated here before any job runs (with
+# `--config`/`--configfile` values on top, which the stages then read too: pipeline/workflow.py).
+# Each rule's `params:` names every section it depends on, transitively (sampling and scoring
+# depend on the cell's training settings), and `rule all` asks for every artifact, so a missing
+# or corrupt intermediate is remade. Each stage pins its own torch threads (pipeline/dag.py),
+# the same under DVC. Every artifact records its fingerprint; aggregate and sampler_table
+# refuse stale inputs (pipeline/provenance.py). GPUs, bf16, DDP and SLURM are params and
+# profile settings (configs/cifar10.yaml, profiles/slurm), never other rules.
 import sys
-from glob import glob
 
+from snakemake_interface_executor_plugins.settings import ExecMode
+
+from pipeline import dag, workflow as glue
 from pipeline.params import ParamsError, Paths, validate_once
-
-configfile: "params.yaml"
+from pipeline.provenance import stage_code
 
 try:  # every mistake is one line, before any job runs (cached while nothing changes)
-    validate_once("params.yaml")
+    PARAMS_FILE, effective = glue.effective_params(workflow.config_settings.configfiles,
+                                                   workflow.config_settings.overwrite_config)
+    validate_once(PARAMS_FILE)
 except ParamsError as err:
     sys.exit(f"error: {err}")
+config.clear()
+config.update(effective)
+P = f"--params {PARAMS_FILE}"  # every stage reads the params Snakemake planned with
 
 # Every path is built from the experiment's folders (params.yaml `paths:`), so that each
 # experiment keeps its outputs beside the others'.
@@ -43,6 +52,23 @@ CELLS = list(config["cells"])
 STUDY = config["sampler_study"]
 STUDY_POINTS = expand(results("sampler_study/{cell}/{sampler}-{nfe}.json"),
                       cell=STUDY["cells"], sampler=STUDY["samplers"], nfe=STUDY["nfe"])
+CELL_ARTIFACTS = [runs("train/{cell}.pt"), results("train/{cell}/losses.csv"), results("train/{cell}/profile.csv"),
+                  results("train/{cell}/summary.json"), runs("samples/{cell}.pt"), results("samples/{cell}.png"),
+                  results("metrics/{cell}.json")]
+# Every artifact: Snakemake does not remake a missing intermediate whose downstream files
+# exist, so all of them are targets.
+ARTIFACTS = [runs("params.valid"), data("train.pt"), data("heldout.pt"), runs("evaluator.pt"),
+             results("evaluator.json"), results("reference.json"), *expand(CELL_ARTIFACTS, cell=CELLS),
+             *STUDY_POINTS, results("metrics.csv"), results("summary.csv"), results("table.md"),
+             results("table.tex"), results("plots/fid_heatmap.png"), results("sampler_table.md")]
+if workflow.exec_mode == ExecMode.DEFAULT and not workflow.touch:  # not inside a cluster job
+    glue.remove_corrupt(ARTIFACTS)
+    glue.age_stale_unrecorded(PARAMS_FILE, {c: results(f"metrics/{c}.json") for c in CELLS}, PATHS["runs"])
+
+
+onsuccess:
+    glue.record_in_dvc(PARAMS_FILE, [sys.argv[0], "--cores", "1"])
+
 
 report: "report/workflow.rst"
 
@@ -54,9 +80,19 @@ def cell_labels(w):
             "weighting": cell["weighting"], "Sigma": cell.get("sigma", "fixed_large")}
 
 
-# Code dependencies as files: a directory's mtime misses edits inside it.
-DIFFUSION = sorted(glob("diffusion/**/*.py", recursive=True))
-COMMON = ["pipeline/params.py", "pipeline/io.py"]
+def trained(w):
+    """What a cell's model depends on: every artifact made from it declares these too."""
+    return {"cell": config["cells"][w.cell], **{k: config[k] for k in ("train", "model", "process", "data")}}
+
+
+def sections(*names):
+    return {name: config[name] for name in names}
+
+
+# What the shared scores depend on: the evaluator (trained on the data) and the metrics.
+SCORING = ("data", "evaluator", "metrics", "sample")
+# Everything a table row depends on: every cell's training, sampling and scoring.
+GRID = ("cells", "train", "model", "process", *SCORING)
 
 
 wildcard_constraints:
@@ -69,6 +105,7 @@ wildcard_constraints:
 # and prepare/evaluator may need the network (CIFAR-10, Inception weights) that nodes lack.
 localrules:
     all,
+    validate,
     prepare,
     evaluator,
     curves,
@@ -78,16 +115,27 @@ localrules:
 
 rule all:
     input:
-        results("table.md"),
-        results("plots/fid_heatmap.png"),
-        results("sampler_table.md"),
+        ARTIFACTS,
+
+
+# DVC's first stage (every stage depends on it there, so that a bad param stops `dvc repro`
+# before it removes any output); here the Snakefile validates before planning, and the rule
+# only makes the same file.
+rule validate:
+    input:
+        stage_code("params"),
+    output:
+        runs("params.valid"),
+    params:
+        **config,
+    threads: 1
+    shell:
+        "python -m pipeline.params " + P + " --stamp {output}"
 
 
 rule prepare:
     input:
-        "pipeline/prepare.py",
-        "pipeline/data.py",
-        COMMON,
+        stage_code("prepare"),
     output:
         train=data("train.pt"),
         heldout=data("heldout.pt"),
@@ -97,49 +145,38 @@ rule prepare:
         logs("prepare.log"),
     benchmark:
         logs("benchmarks/prepare.tsv"),
-    threads: 1
+    threads: dag.threads("prepare")
     resources:
         mem_mb=1000,
     shell:
-        "python -m pipeline.prepare --train {output.train} --heldout {output.heldout} 2> {log}"
+        "python -m pipeline.prepare " + P + " --train {output.train} --heldout {output.heldout} 2> {log}"
 
 
 rule evaluator:
     input:
-        "pipeline/evaluator.py",
-        "pipeline/fidelity.py",
-        "pipeline/inception.py",
-        COMMON,
+        stage_code("evaluator"),
         train=data("train.pt"),
         heldout=data("heldout.pt"),
     output:
         weights=runs("evaluator.pt"),
         metrics=results("evaluator.json"),
     params:
-        evaluator=config["evaluator"],
-        feature_extractor=config["metrics"].get("feature_extractor", "classifier"),
-        inception_weights=config["metrics"].get("inception_weights"),
+        **sections("data", "evaluator", "metrics"),
     log:
         logs("evaluator.log"),
     benchmark:
         logs("benchmarks/evaluator.tsv"),
-    threads: 2
+    threads: dag.threads("evaluator")
     resources:
         mem_mb=1000,
     shell:
-        "python -m pipeline.evaluator --train {input.train} --heldout {input.heldout}"
+        "python -m pipeline.evaluator " + P + " --train {input.train} --heldout {input.heldout}"
         " --out {output.weights} --metrics {output.metrics} 2> {log}"
 
 
 rule reference:
     input:
-        "pipeline/reference.py",
-        "pipeline/fidelity.py",
-        "pipeline/stats.py",
-        "pipeline/accel.py",
-        "pipeline/distances.py",
-        "pipeline/data.py",
-        COMMON,
+        stage_code("reference"),
         train=data("train.pt"),
         heldout=data("heldout.pt"),
         evaluator=runs("evaluator.pt"),
@@ -147,73 +184,64 @@ rule reference:
         cache=directory(runs("reference")),
         metrics=results("reference.json"),
     params:
-        metrics=config["metrics"],
-        num_samples=config["sample"]["num_samples"],
+        **sections(*SCORING),
     log:
         logs("reference.log"),
     benchmark:
         logs("benchmarks/reference.tsv"),
-    threads: 2
+    threads: dag.threads("reference")
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.reference --train {input.train} --heldout {input.heldout}"
+        "python -m pipeline.reference " + P + " --train {input.train} --heldout {input.heldout}"
         " --evaluator {input.evaluator} --cache-dir {output.cache} --out {output.metrics} 2> {log}"
 
 
 # Cacheable between workflows and projects (`--cache` with SNAKEMAKE_OUTPUT_CACHE, see
 # README): a cell is trained once per distinct hash of the shell command template, these
-# params, the contents of the input files that no job makes (the code files below: an edit,
-# even a comment, changes it) and the hashes of the jobs making the others (prepare's
-# data). The id is a param because the hash takes the command unformatted, and it is
-# written into the outputs. One output file (the `curves` rule writes the small results
-# from it) and no `benchmark:`, which Snakemake forbids on a cached rule; train's seconds
-# and peak memory are in its summary.
+# params, the contents of the input files that no job makes (the code files: an edit, even a
+# comment, changes it) and the hashes of the jobs making the others (prepare's data). The id
+# is a param because the hash takes the command unformatted, and it is written into the
+# outputs. One output file (the `curves` rule writes the small results from it) and no
+# `benchmark:`, which Snakemake forbids on a cached rule; train's time and peak memory are in
+# its log.
 rule train:
     input:
-        "pipeline/train.py",
-        "pipeline/accel.py",
-        "pipeline/build.py",
-        "pipeline/data.py",
-        COMMON,
-        DIFFUSION,
+        stage_code("train"),
         data=data("train.pt"),
     output:
         model=runs("train/{cell}.pt"),
     cache: True
     params:
         cell_id=lambda w: w.cell,
-        cell=lambda w: config["cells"][w.cell],
-        train=config["train"],
-        model=config["model"],
-        process=config["process"],
-        data=config["data"],
+        trained=trained,
     log:  # live: dvclive's training metrics while it runs (README, "DVC experiments and live metrics")
         stderr=logs("train/{cell}.log"),
         live=directory(logs("live/{cell}")),
-    threads: 1
+    threads: dag.threads("train")
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.train --cell {wildcards.cell} --data {input.data}"
+        "python -m pipeline.train " + P + " --cell {wildcards.cell} --data {input.data}"
         " --out {output.model} --checkpoint " + runs("checkpoints/{wildcards.cell}.pt")
         + " --live {log.live} 2> {log.stderr}"
 
 
 rule curves:
     input:
-        "pipeline/curves.py",
-        "pipeline/io.py",
+        stage_code("curves"),
         model=runs("train/{cell}.pt"),
     output:
         losses=results("train/{cell}/losses.csv"),
         profile=results("train/{cell}/profile.csv"),
         summary=results("train/{cell}/summary.json"),
+    params:
+        trained=trained,
     log:
         logs("curves/{cell}.log"),
     benchmark:
         logs("benchmarks/curves/{cell}.tsv"),
-    threads: 1
+    threads: dag.threads("curves")
     shell:
         "python -m pipeline.curves --model {input.model} --losses {output.losses}"
         " --profile {output.profile} --summary {output.summary} 2> {log}"
@@ -221,12 +249,7 @@ rule curves:
 
 rule sample:
     input:
-        "pipeline/sample.py",
-        "pipeline/accel.py",
-        "pipeline/build.py",
-        "pipeline/data.py",
-        COMMON,
-        DIFFUSION,
+        stage_code("sample"),
         model=runs("train/{cell}.pt"),
         data=data("train.pt"),
     output:
@@ -238,33 +261,23 @@ rule sample:
             labels=cell_labels,
         ),
     params:
+        trained=trained,
         sample=config["sample"],
     log:
         logs("sample/{cell}.log"),
     benchmark:
         logs("benchmarks/sample/{cell}.tsv"),
-    threads: 1
+    threads: dag.threads("sample")
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.sample --model {input.model} --data {input.data}"
+        "python -m pipeline.sample " + P + " --model {input.model} --data {input.data}"
         " --out {output.samples} --grid {output.grid} 2> {log}"
 
 
 rule evaluate:
     input:
-        "pipeline/evaluate.py",
-        "pipeline/fidelity.py",
-        "pipeline/reference.py",
-        "pipeline/stats.py",
-        "pipeline/sample.py",
-        "pipeline/accel.py",
-        "pipeline/distances.py",
-        "pipeline/provenance.py",
-        "pipeline/build.py",
-        "pipeline/data.py",
-        COMMON,
-        DIFFUSION,
+        stage_code("evaluate"),
         model=runs("train/{cell}.pt"),
         samples=runs("samples/{cell}.pt"),
         train=data("train.pt"),
@@ -275,17 +288,17 @@ rule evaluate:
     output:
         metrics=results("metrics/{cell}.json"),
     params:
-        metrics=config["metrics"],
-        sample=config["sample"],
+        trained=trained,
+        **sections(*SCORING),
     log:
         logs("evaluate/{cell}.log"),
     benchmark:
         logs("benchmarks/evaluate/{cell}.tsv"),
-    threads: 1
+    threads: dag.threads("evaluate")
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.evaluate --cell {wildcards.cell} --model {input.model}"
+        "python -m pipeline.evaluate " + P + " --cell {wildcards.cell} --model {input.model}"
         " --samples {input.samples} --train {input.train} --heldout {input.heldout}"
         " --evaluator {input.evaluator} --reference {input.reference}"
         " --cache-dir {input.cache} --out {output.metrics} 2> {log}"
@@ -293,36 +306,36 @@ rule evaluate:
 
 rule aggregate:
     input:
-        "pipeline/aggregate.py",
-        "pipeline/stats.py",
-        COMMON,
+        stage_code("aggregate"),
         metrics=expand(results("metrics/{cell}.json"), cell=CELLS),
         reference=results("reference.json"),
+        train=data("train.pt"),
+        heldout=data("heldout.pt"),
+        evaluator=runs("evaluator.pt"),
+        evaluator_metrics=results("evaluator.json"),
     output:
         csv=results("metrics.csv"),
         summary=results("summary.csv"),
         markdown=report(results("table.md"), caption="report/table.rst", category="Table"),
         latex=results("table.tex"),
     params:
-        cells=config["cells"],
-        sample=config["sample"],
-        metrics=config["metrics"],
-        stats=config["stats"],
+        **sections(*GRID, "stats"),
     log:
         logs("aggregate.log"),
     benchmark:
         logs("benchmarks/aggregate.tsv"),
-    threads: 1
+    threads: dag.threads("aggregate")
     shell:
-        "python -m pipeline.aggregate --metrics-dir " + results("metrics") + " --reference {input.reference}"
+        "python -m pipeline.aggregate " + P + " --metrics-dir " + results("metrics")
+        + " --reference {input.reference} --train {input.train} --heldout {input.heldout}"
+        " --evaluator {input.evaluator} --evaluator-metrics {input.evaluator_metrics}"
         " --csv {output.csv} --summary {output.summary} --markdown {output.markdown}"
         " --latex {output.latex} 2> {log}"
 
 
 rule plot:
     input:
-        "pipeline/plot.py",
-        COMMON,
+        stage_code("plot"),
         metrics=results("metrics.csv"),
         summary=results("summary.csv"),
         reference=results("reference.json"),
@@ -337,33 +350,21 @@ rule plot:
         samples=report(results("plots/samples.png"), caption="report/samples_panel.rst", category="Grid"),
         uncertainty=report(results("plots/uncertainty.png"), caption="report/uncertainty.rst", category="Training"),
     params:
-        cells=config["cells"],
+        **sections(*GRID, "stats"),
     log:
         logs("plot.log"),
     benchmark:
         logs("benchmarks/plot.tsv"),
-    threads: 1
+    threads: dag.threads("plot")
     shell:
-        "python -m pipeline.plot --metrics {input.metrics} --summary {input.summary}"
+        "python -m pipeline.plot " + P + " --metrics {input.metrics} --summary {input.summary}"
         " --reference {input.reference} --train-dir " + results("train")
         + " --samples-dir " + results("samples") + " --out-dir " + results("plots") + " 2> {log}"
 
 
 rule sampler_study:
     input:
-        "pipeline/sampler_study.py",
-        "pipeline/sample.py",
-        "pipeline/evaluate.py",
-        "pipeline/fidelity.py",
-        "pipeline/distances.py",
-        "pipeline/accel.py",
-        "pipeline/provenance.py",
-        "pipeline/reference.py",
-        "pipeline/stats.py",
-        "pipeline/build.py",
-        "pipeline/data.py",
-        COMMON,
-        DIFFUSION,
+        stage_code("sampler_study"),
         model=runs("train/{cell}.pt"),
         train=data("train.pt"),
         heldout=data("heldout.pt"),
@@ -373,18 +374,18 @@ rule sampler_study:
     output:
         metrics=results("sampler_study/{cell}/{sampler}-{nfe}.json"),
     params:
+        trained=trained,
         study={k: config["sampler_study"][k] for k in ("num_samples", "seed")},
-        sample=config["sample"],
-        metrics=config["metrics"],
+        **sections(*SCORING),
     log:
         logs("sampler_study/{cell}/{sampler}-{nfe}.log"),
     benchmark:
         logs("benchmarks/sampler_study/{cell}/{sampler}-{nfe}.tsv"),
-    threads: 1
+    threads: dag.threads("sampler_study")
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.sampler_study --cell {wildcards.cell} --sampler {wildcards.sampler}"
+        "python -m pipeline.sampler_study " + P + " --cell {wildcards.cell} --sampler {wildcards.sampler}"
         " --nfe {wildcards.nfe} --model {input.model} --train {input.train} --heldout {input.heldout}"
         " --evaluator {input.evaluator} --reference {input.reference} --cache-dir {input.cache}"
         " --out {output.metrics} 2> {log}"
@@ -392,21 +393,27 @@ rule sampler_study:
 
 rule sampler_table:
     input:
-        "pipeline/sampler_table.py",
-        COMMON,
+        stage_code("sampler_table"),
         points=STUDY_POINTS,
         reference=results("reference.json"),
+        train=data("train.pt"),
+        heldout=data("heldout.pt"),
+        evaluator=runs("evaluator.pt"),
+        evaluator_metrics=results("evaluator.json"),
     output:
         csv=results("sampler_table.csv"),
         markdown=results("sampler_table.md"),
         plot=results("plots/sampler_study.png"),
     params:
-        sampler_study=config["sampler_study"],
+        cells={c: config["cells"][c] for c in STUDY["cells"]},
+        **sections("train", "model", "process", *SCORING, "sampler_study"),
     log:
         logs("sampler_table.log"),
     benchmark:
         logs("benchmarks/sampler_table.tsv"),
-    threads: 1
+    threads: dag.threads("sampler_table")
     shell:
-        "python -m pipeline.sampler_table --study-dir " + results("sampler_study") + " --reference {input.reference}"
+        "python -m pipeline.sampler_table " + P + " --study-dir " + results("sampler_study")
+        + " --reference {input.reference} --train {input.train} --heldout {input.heldout}"
+        " --evaluator {input.evaluator} --evaluator-metrics {input.evaluator_metrics}"
         " --csv {output.csv} --markdown {output.markdown} --plot {output.plot} 2> {log}"

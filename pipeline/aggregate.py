@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import stats
-from .io import StageError, load_json, run_stage, save_text
+from . import provenance, stats
+from .io import StageError, load_json, load_torch, run_stage, save_text
 from .params import load_or_exit
 
 # Ho et al. 2020, Table 2 (CIFAR-10, unconditional): (parameterization, weighting, Sigma) ->
@@ -285,18 +285,15 @@ def paper_agreement(params, results, summary):
 
 
 def footer(results, cells):
-    """One line on the code and packages that made the numbers, flagging dirty trees."""
-    records = [results[c].get("provenance", {}) for c in cells]
-    commits = sorted({r.get("commit", "unknown")[:12] for r in records})
-    dirty = [c for c, r in zip(cells, records) if r.get("dirty")]
-    configs = sorted({r["config"] for r in records if r.get("config")})
-    v = records[0].get("versions", {}) if records else {}
-    line = (f"Computed from commit {', '.join(commits)}{''.join(f' ({c})' for c in configs)} "
-            f"with torch {v.get('torch')}, "
-            f"torch-fidelity {v.get('torch-fidelity')}, diffusion-ablations {v.get('diffusion-ablations')}.")
-    if dirty:
-        line += f" DIRTY TREE (uncommitted changes) for: {', '.join(dirty)}."
-    return line
+    """One line on the code, data and packages that made the numbers (their fingerprints,
+    which the stage checked against the current params, code and data before writing)."""
+    made_by = results[cells[0]]["fingerprint"] if cells else {}
+    model = made_by.get("inputs", {}).get("model", {})
+    v = results[cells[0]].get("versions", {}) if cells else {}
+    code = ", ".join(f"{stage} {provenance.code_hash(stage)[:8]}" for stage in ("train", "sample", "evaluate"))
+    return (f"Every number above matches the current params and code by its fingerprint (code: {code}; "
+            f"training data {model.get('inputs', {}).get('data', {}).get('train', '?')[:8]}); "
+            f"computed with torch {v.get('torch')}, torch-fidelity {v.get('torch-fidelity')}.")
 
 
 def to_markdown(table, params, reference):
@@ -405,6 +402,10 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--metrics-dir", required=True)
     parser.add_argument("--reference", required=True)
+    parser.add_argument("--train", required=True, help="training split (.pt): its tensors are checked")
+    parser.add_argument("--heldout", required=True, help="held-out split (.pt)")
+    parser.add_argument("--evaluator", required=True, help="the evaluator's weights (.pt)")
+    parser.add_argument("--evaluator-metrics", required=True, help="the evaluator stage's JSON")
     parser.add_argument("--csv", required=True, help="output: long-format metrics (.csv)")
     parser.add_argument("--summary", required=True, help="output: one row per table row and metric (.csv)")
     parser.add_argument("--markdown", required=True, help="output: table (.md)")
@@ -413,6 +414,10 @@ def main(argv=None):
     params = load_or_exit(args.params)
     results = load_results(params, args.metrics_dir)
     reference = load_json(args.reference)
+    shared, items = provenance.expected_shared(params, load_torch(args.train), load_torch(args.heldout),
+                                               args.evaluator, load_json(args.evaluator_metrics), reference)
+    provenance.check(items + [(f"cells.{c}", results[c].get("fingerprint"), provenance.expected_metrics(params, c, *shared))
+                              for c in params.cells])
     if params.points:
         # One row per cell, score and metric; the NLL is the network's, the same for both scores.
         rows = [{"cell": c, "parameterization": cell.parameterization, "weighting": cell.weighting,

@@ -24,8 +24,7 @@ from tqdm import tqdm
 
 from diffusion import vlb_bits_per_dim
 
-from . import accel
-from . import stats
+from . import accel, provenance, stats
 from .build import load_denoiser
 from .data import to_model
 from .distances import point_metrics
@@ -33,7 +32,6 @@ from .fidelity import (_to_unit_range, cached_reference_features, compute_metric
                        extractor_settings, fid_from_statistics, fid_statistics, load_classifier)
 from .io import load_json, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
-from .provenance import provenance
 from .reference import fid_at_n, flat, flat_images, matched_n
 from .sample import draw_samples
 
@@ -136,12 +134,19 @@ def scoring_arguments(parser):
     return parser
 
 
+def scoring_inputs(args, train, heldout):
+    """(data, evaluator, reference) as fingerprint inputs: the data's tensor hashes, the
+    evaluator file's hash and the reference stage's fingerprint (its caches are complete)."""
+    reference = load_json(args.reference).get("fingerprint") or {"id": None}
+    return provenance.data_inputs(train, heldout), provenance.file_sha256(args.evaluator), reference
+
+
 def main(argv=None):
     parser = scoring_arguments(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--samples", required=True)
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
-    set_threads()
+    set_threads("evaluate")
     device = accel.resolve_device(params.metrics.device, "metrics.device")
     accel.tune_for(device)
     cell = params.cells.get(args.cell)
@@ -149,16 +154,17 @@ def main(argv=None):
         raise SystemExit(f"error: cell {args.cell!r} is not in {args.params}")
     samples = load_torch(args.samples)
     state = load_torch(args.model)
-    load_json(args.reference)  # the reference stage finished (its caches are complete)
+    train, heldout = load_torch(args.train), load_torch(args.heldout)
+    made_by = provenance.metrics_record(params, *scoring_inputs(args, train, heldout), state.get("fingerprint"),
+                                        samples.get("fingerprint"))
     result = {"cell": args.cell, "parameterization": cell.parameterization,
               "weighting": cell.weighting, "sigma": cell.sigma,
               "status": state["status"], "step": int(state["step"]),
-              "provenance": provenance(params, args.cell)}
+              "fingerprint": made_by, "versions": provenance.versions()}
     if samples["status"] != "ok":
         save_json(result, args.out)
         print(f"{args.cell}: {samples['status']}, metrics skipped")
         return
-    train, heldout = load_torch(args.train), load_torch(args.heldout)
     levels = int(train["levels"]) or None
     start = time.perf_counter()
     extractor = extractor_settings(params.metrics.feature_extractor, device)
@@ -182,8 +188,8 @@ def main(argv=None):
     result["feature_extractor"] = None if params.points else extractor["feature_extractor"]
     result["n_samples"] = len(samples["samples"])
     result["nfe"] = samples.get("nfe")
-    result["seconds"] = round(time.perf_counter() - start, 2)
     save_json(result, args.out)
+    print(f"{args.cell}: scored in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if params.points:
         print(f"{args.cell}: SW {result['sw']:.4f} MMD^2 {result['mmd']:.5f} NLL {result['nll_bpd']:.3f} bits/dim")
     else:

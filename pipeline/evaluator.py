@@ -9,7 +9,7 @@ marker, so the DAG is the same for every data set."""
 import argparse
 import time
 
-from . import inception
+from . import inception, provenance
 from .io import load_torch, run_stage, save_json, save_torch, set_threads
 from .params import load_or_exit
 
@@ -23,6 +23,12 @@ def inception_weights(params, out):
             "weights_sha256": file_sha256(out)}
 
 
+def written(made_by, out):
+    """The evaluator's fingerprint and the hash of the weights file it wrote, which every
+    scoring stage records as its evaluator: aggregate checks one against the other."""
+    return {"fingerprint": made_by, "weights_file_sha256": provenance.file_sha256(out)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
@@ -32,21 +38,23 @@ def main(argv=None):
     parser.add_argument("--metrics", required=True, help="output: accuracy (.json)")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
-    set_threads()
+    set_threads("evaluator")
     start = time.perf_counter()
+    train, heldout = load_torch(args.train), load_torch(args.heldout)
+    made_by = provenance.evaluator_record(params, provenance.data_inputs(train, heldout))
     if params.points:
         save_torch({"kind": "none", "data": params.data.name}, args.out)
-        save_json({"note": f"{params.data.name}: 2-D points, no feature extractor"}, args.metrics)
+        save_json({"note": f"{params.data.name}: 2-D points, no feature extractor", **written(made_by, args.out)},
+                  args.metrics)
         print(f"evaluator: not needed for {params.data.name} (2-D points)")
         return
     if params.metrics.feature_extractor == inception.NAME:
-        result = {**inception_weights(params, args.out), "seconds": round(time.perf_counter() - start, 2)}
-        save_json(result, args.metrics)
+        result = inception_weights(params, args.out)
+        save_json({**result, **written(made_by, args.out)}, args.metrics)
         print(f"evaluator: {inception.NAME} weights from {result['weights_source']}")
         return
     from .fidelity import classifier_accuracy, save_classifier, train_classifier
 
-    train, heldout = load_torch(args.train), load_torch(args.heldout)
     e = params.evaluator
     num_classes = int(train["labels"].max()) + 1
     model = train_classifier(train["images"], train["labels"], num_classes, steps=e.steps,
@@ -56,11 +64,11 @@ def main(argv=None):
         "train_accuracy": classifier_accuracy(model, train["images"], train["labels"]),
         "heldout_accuracy": classifier_accuracy(model, heldout["images"], heldout["labels"]),
         "feature_dim": e.feature_dim,
-        "seconds": round(time.perf_counter() - start, 2),
     }
     save_classifier(model, args.out)
-    save_json(result, args.metrics)
-    print(f"evaluator: held-out accuracy {result['heldout_accuracy']:.3f}")
+    save_json({**result, **written(made_by, args.out)}, args.metrics)
+    print(f"evaluator: held-out accuracy {result['heldout_accuracy']:.3f} "
+          f"({time.perf_counter() - start:.1f} s)")
 
 
 if __name__ == "__main__":

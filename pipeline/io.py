@@ -1,8 +1,12 @@
 """Atomic, safe file output and loading shared by every stage.
 
 Every output is written to a temporary file in the same folder and renamed into place, so
-a killed stage never leaves a file that Snakemake or DVC would take as finished. Tensors
-are saved as plain dicts (no pickled objects) and loaded with `weights_only=True`.
+a killed stage never leaves a file that Snakemake or DVC would take as finished; it gets the
+permissions of a normal file (0666 less the umask, not mkstemp's 0600), and a write that
+fails (permissions, a full disk) is one line naming the output. Identical objects give
+identical bytes: tensors are saved as plain dicts (no pickled objects) under a fixed archive
+name (torch.save names the archive after the file, here a random temporary name) and loaded
+with `weights_only=True`; JSON keeps its key order.
 """
 
 import contextlib
@@ -14,29 +18,46 @@ from pathlib import Path
 
 import torch
 
+from . import dag
+
 
 class StageError(RuntimeError):
     """A user-facing error: one line, no traceback."""
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path next to `path`; rename it into place only on success."""
+    """Yield a temporary path next to `path`; rename it into place only on success. An OSError
+    (no permission, disk full) becomes a StageError naming `path`; the previous file stays."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as err:
+        raise StageError(f"{path}: cannot write ({err.strerror or err})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
 
 def save_torch(obj, path):
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save through a file object: the archive is named 'archive', not after the file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
+            raise OSError(str(err).splitlines()[0]) from None
 
 
 def load_torch(path):
@@ -75,12 +96,10 @@ def save_figure(fig, path, **kwargs):
         fig.savefig(tmp, format=Path(path).suffix.lstrip("."), **kwargs)
 
 
-def set_threads():
-    """Torch threads follow OMP_NUM_THREADS (Snakemake sets it from a rule's `threads`);
-    without it (DVC runs one stage at a time) a stage uses every core."""
-    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-    torch.set_num_threads(max(1, threads))
-    return threads
+def set_threads(stage):
+    """Pin torch's threads for `stage` (pipeline.dag) whatever OMP_NUM_THREADS or the tool
+    says: the same thread count under Snakemake and DVC, so the same floats."""
+    torch.set_num_threads(dag.threads(stage))
 
 
 def run_stage(main):

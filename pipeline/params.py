@@ -1,9 +1,12 @@
 """params.yaml: loaded and validated once, into frozen dataclasses, before any compute.
 
 Every mistake (unknown or missing key, wrong type, unknown slug, impossible value, empty
-grid, duplicate key or cell) is reported as one line naming its key path, and
-`python -m pipeline.params` (or any stage) exits nonzero. The grid is the `cells:` mapping,
-one line per trained model: `id: {parameterization, weighting, sigma, train: {overrides}}`.
+grid, duplicate key or cell, a float that is not finite, a trained head left without gradient)
+is reported as one line naming its key path, and `python -m pipeline.params` (or any stage)
+exits nonzero. Numbers are read as YAML 1.2 reads them (`1e-3` is a float, as for DVC) and
+typed strictly: a quoted "1e-3", or 10.5 for an integer, is an error in `train` and in a
+cell's overrides alike. The grid is the `cells:` mapping, one line per trained model:
+`id: {parameterization, weighting, sigma, train: {overrides}}`.
 A seed replicate is a cell whose only override is `train: {seed: N}`, id suffix `-sN`
 (`eps-eps-s1`); `replicate_groups` joins replicates into one table row.
 `sampler_study` lists trained cells, samplers and NFE budgets for the sampler study stages.
@@ -11,6 +14,7 @@ A seed replicate is a cell whose only override is `train: {seed: N}`, id suffix 
 """
 
 import dataclasses
+import math
 import re
 import sys
 import typing
@@ -245,6 +249,8 @@ def _coerce(value, tp, path):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ParamsError(f"{path}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -268,6 +274,17 @@ def _build(cls, raw, path):
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ParamsError(f"{path}.{name}: missing key")
     return cls(**kwargs)
+
+
+def _build_cell(raw, path):
+    """A grid cell, its `train` overrides typed as the Train fields they replace."""
+    cell = _build(Cell, raw, path)
+    hints = typing.get_type_hints(Train)
+    for key in cell.train:
+        if key not in hints:
+            raise ParamsError(f"{path}.train.{key}: unknown key (allowed: {', '.join(sorted(hints))})")
+    train = {key: _coerce(value, hints[key], f"{path}.train.{key}") for key, value in cell.train.items()}
+    return dataclasses.replace(cell, train=train)
 
 
 # ----- semantic checks ----------------------------------------------------------------------
@@ -333,7 +350,6 @@ def _check(p: Params):
     if not p.cells:
         raise ParamsError("cells: the grid is empty; add at least one cell")
     seen = {}
-    train_keys = {f.name for f in dataclasses.fields(Train)}
     for cell_id, cell in p.cells.items():
         path = f"cells.{cell_id}"
         if not isinstance(cell_id, str) or not CELL_ID.match(cell_id):
@@ -347,20 +363,21 @@ def _check(p: Params):
         if cell.weighting == "uncertainty" and cell.sigma in LEARNED_SIGMAS:
             raise ParamsError(f"{path}.sigma: the uncertainty weighting (seed 004) needs a fixed Sigma, "
                               f"got {cell.sigma!r}")
-        for key in cell.train:
-            if key not in train_keys:
-                raise ParamsError(f"{path}.train.{key}: unknown key (allowed: {', '.join(sorted(train_keys))})")
-        try:
-            _check_train(p.cell_train(cell_id), f"{path}.train")
-        except (TypeError, ValueError) as err:
-            raise ParamsError(str(err)) from None
+        train = p.cell_train(cell_id)
+        _check_train(train, f"{path}.train")
+        # Only the VLB term reaches a learned Sigma: under any other weighting (the adaptive
+        # ones included) it is the hybrid term lambda * T * L_t (diffusion/losses.py).
+        if cell.sigma in LEARNED_SIGMAS and cell.weighting != "vlb" and train.hybrid_lambda == 0:
+            raise ParamsError(f"{path}.train.hybrid_lambda: 0 leaves the learned Sigma head of {path} "
+                              f"(sigma: {cell.sigma}, weighting: {cell.weighting}) without gradient; "
+                              "use weighting vlb or hybrid_lambda > 0")
         replicate = REPLICATE_SUFFIX.search(cell_id)
-        if replicate and int(replicate.group(1)) != p.cell_train(cell_id).seed:
+        if replicate and int(replicate.group(1)) != train.seed:
             raise ParamsError(f"{path}: the id says seed {replicate.group(1)} but train.seed is "
-                              f"{p.cell_train(cell_id).seed}; add train: {{seed: {replicate.group(1)}}}")
+                              f"{train.seed}; add train: {{seed: {replicate.group(1)}}}")
         # Resolved settings, so a replicate that repeats another cell's seed is caught too.
         signature = (cell.parameterization, cell.weighting, cell.sigma,
-                     tuple(sorted(dataclasses.asdict(p.cell_train(cell_id)).items())))
+                     tuple(sorted(dataclasses.asdict(train).items())))
         if signature in seen:
             raise ParamsError(f"{path}: same objective and settings as cells.{seen[signature]}")
         seen[signature] = cell_id
@@ -445,8 +462,29 @@ def _check_study(p: Params):
     _positive(s.num_samples, "sampler_study.num_samples")
 
 
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+    """A YAML loader that refuses duplicate keys (PyYAML silently keeps the last one) and reads
+    numbers as YAML 1.2's core schema does (and DVC): `1e-3` is a float, not PyYAML's string."""
+
+    yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT, _FLOAT)]
+                               for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+_UniqueKeyLoader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                       list("-+0123456789"))
+_UniqueKeyLoader.add_implicit_resolver(_FLOAT, re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"))
+
+
+def _construct_int(loader, node):
+    """A YAML 1.2 integer: decimal (leading zeros and all), 0o octal or 0x hexadecimal."""
+    value = loader.construct_scalar(node)
+    base = {"0o": 8, "0x": 16}.get(value[:2], 10)
+    return int(value if base == 10 else value[2:], base)
 
 
 def _construct_mapping(loader, node, deep=False):
@@ -460,16 +498,17 @@ def _construct_mapping(loader, node, deep=False):
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_UniqueKeyLoader.add_constructor(_INT, _construct_int)  # floats: SafeLoader's handles YAML 1.2's forms
 
 
 def parse(raw) -> Params:
-    """Validate a params mapping (as read from YAML) into Params, or raise ParamsError."""
+    """Validate a params mapping (as load_yaml reads it) into Params, or raise ParamsError."""
     if not isinstance(raw, dict):
         raise ParamsError("params: expected a mapping at the top level")
     raw = dict(raw)
     cells = raw.get("cells")
     if isinstance(cells, dict):
-        raw["cells"] = {k: _build(Cell, v, f"cells.{k}") for k, v in cells.items()}
+        raw["cells"] = {k: _build_cell(v, f"cells.{k}") for k, v in cells.items()}
     elif cells is not None and cells != {}:
         raise ParamsError("cells: expected a mapping of cell id -> {parameterization, weighting, sigma}")
     fields = {f.name for f in dataclasses.fields(Params)}
@@ -486,11 +525,13 @@ def parse(raw) -> Params:
     return params
 
 
-def load(path="params.yaml") -> Params:
+def load_yaml(path="params.yaml"):
+    """The raw mapping of a params file (YAML 1.2 numbers); a missing file, a duplicate key or
+    invalid YAML is a ParamsError naming the file (and line)."""
     path = Path(path)
     try:
         with open(path) as f:
-            raw = yaml.load(f, Loader=_UniqueKeyLoader)
+            return yaml.load(f, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     except ParamsError as err:  # a duplicate key
@@ -499,6 +540,11 @@ def load(path="params.yaml") -> Params:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ParamsError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
+
+
+def load(path="params.yaml") -> Params:
+    path = Path(path)
+    raw = load_yaml(path)
     try:
         return parse(raw)
     except ParamsError as err:
@@ -545,12 +591,17 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description="Validate params.yaml and list the grid.")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--stamp", help="write this file when valid (DVC's first stage: every stage depends on "
+                                        "it, so a bad param stops `dvc repro` before any output is removed)")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     for cell_id, cell in params.cells.items():
         extra = f" train={cell.train}" if cell.train else ""
         print(f"{cell_id}: {cell.parameterization} / {cell.weighting} / {cell.sigma}{extra}")
     print(f"{len(params.cells)} cells; {args.params} is valid")
+    if args.stamp:  # the same bytes whatever the params: a valid edit alone reruns nothing downstream
+        Path(args.stamp).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.stamp).write_text("valid\n")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ weighting, the spread of FID over seeds against the floors, the memorization che
 training-loss curves, per-t loss profiles, a panel of sample grids (scatters and score fields
 on 2-D points, with sliced Wasserstein in the heatmap) and, for seed 004's uncertainty
 model, its learned variance sigma_phi^2 against the noise level beside the seed's predicted
-optimum s^2 + (mu_theta - x0)^2 (a note when the grid has no such cell)."""
+optimum s^2 + (mu_theta - x0)^2. A figure with nothing to draw (no such cell, or every cell
+diverged) is written as a one-line note, so the stage always writes every figure."""
 
 import argparse
 import math
@@ -22,6 +23,15 @@ from .io import load_json, run_stage, save_figure  # noqa: E402
 from .params import load_or_exit  # noqa: E402
 
 
+def note_figure(path, text):
+    """A figure of one line of text: what a plot would show is not there."""
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    ax.axis("off")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 def fid_heatmap(metrics, path, metric="fid"):
     """Heatmap of `metric` (FID; `sw` on 2-D points) over (parameterization / Sigma) x weighting,
     on a log colour scale (the grid spans two orders of magnitude). Seed 004's uncertainty
@@ -35,7 +45,10 @@ def fid_heatmap(metrics, path, metric="fid"):
     fid["row"] = fid.parameterization + " / " + fid.sigma + seed004.map({False: "", True: " / seed-004 score"})
     grid = fid.pivot_table(index="row", columns="weighting", values="value", aggfunc="mean")
     values = grid.stack()
-    norm = LogNorm(values.min(), values.max()) if len(values) and values.min() > 0 else None
+    if values.empty:
+        note_figure(path, f"{label}: no cell finished (every cell diverged)")
+        return
+    norm = LogNorm(values.min(), values.max()) if values.min() > 0 else None
     fig, ax = plt.subplots(figsize=(1.4 * max(3, grid.shape[1]) + 2, 0.6 * max(3, grid.shape[0]) + 1.5))
     sns.heatmap(grid, annot=True, fmt=".2f" if metric == "fid" else ".3f", cmap="viridis_r", ax=ax, norm=norm,
                 cbar_kws={"label": f"{label} (log scale)" if norm else label}, mask=grid.isna())
@@ -54,18 +67,13 @@ SPREAD_PANELS = (  # (metric, title, reference row whose value is the floor at t
 )
 
 
-def note_figure(path, text):
-    fig, ax = plt.subplots(figsize=(6, 1.5))
-    ax.text(0.5, 0.5, text, ha="center", va="center")
-    ax.axis("off")
-    save_figure(fig, path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
 def fid_spread(metrics, summary, reference, path):
     """Per-seed FID of every row (dots), mean and t-interval over seeds (bars), and the
     floors at the same n (line: value, band: its sd)."""
     ok = metrics[metrics.status == "ok"]
+    if ok.empty:
+        note_figure(path, "FID spread: no cell finished (every cell diverged)")
+        return
     order = list(dict.fromkeys(metrics.group))
     fig, axes = plt.subplots(1, len(SPREAD_PANELS), figsize=(5.5 * len(SPREAD_PANELS), 0.32 * len(order) + 2),
                              sharey=True, squeeze=False)
@@ -99,6 +107,9 @@ def memorization(metrics, reference, path):
     """Left: NN-distance ratio per seed (1.0: as far from the training set as held-out
     images). Right: FID@n against the training set versus that ratio: copying buys FID."""
     ok = metrics[metrics.status == "ok"]
+    if ok.empty:
+        note_figure(path, "memorization: no cell finished (every cell diverged)")
+        return
     wide = ok.pivot_table(index=["cell", "group", "parameterization"], columns="metric", values="value").reset_index()
     order = list(dict.fromkeys(metrics.group))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.3 * len(order) + 2.5))
@@ -132,11 +143,13 @@ def _read_csvs(paths):
 
 def loss_curves(loss_paths, path):
     losses = _read_csvs(loss_paths)
+    if losses.empty:
+        note_figure(path, "training loss: no step logged (every cell diverged before its first log)")
+        return
     fig, ax = plt.subplots(figsize=(8, 5))
-    if not losses.empty:
-        sns.lineplot(data=losses, x="step", y="loss", hue="cell", ax=ax, linewidth=1)
-        ax.set_yscale("symlog", linthresh=1e-2)
-        ax.legend(fontsize=7, ncol=2)
+    sns.lineplot(data=losses, x="step", y="loss", hue="cell", ax=ax, linewidth=1)
+    ax.set_yscale("symlog", linthresh=1e-2)
+    ax.legend(fontsize=7, ncol=2)
     ax.set_title("Training loss (each cell's own objective, so scales differ)")
     save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -144,11 +157,13 @@ def loss_curves(loss_paths, path):
 
 def loss_profiles(profile_paths, path):
     profile = _read_csvs(profile_paths)
+    if profile.empty:
+        note_figure(path, "per-t loss profile: no cell finished (every cell diverged)")
+        return
     fig, ax = plt.subplots(figsize=(8, 5))
-    if not profile.empty:
-        sns.lineplot(data=profile, x="t", y="mse_eps", hue="cell", ax=ax, linewidth=1)
-        ax.set_yscale("log")
-        ax.legend(fontsize=7, ncol=2)
+    sns.lineplot(data=profile, x="t", y="mse_eps", hue="cell", ax=ax, linewidth=1)
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
     ax.set_title("Per-t eps-space MSE of the EMA model, |eps - eps_hat|^2")
     save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -160,7 +175,7 @@ def uncertainty_plot(profile_paths, path):
     profile = _read_csvs(profile_paths)
     fig, ax = plt.subplots(figsize=(7, 5))
     if profile.empty or "sigma_phi2" not in profile or profile["sigma_phi2"].isna().all():
-        ax.text(0.5, 0.5, "no uncertainty cell (weighting: uncertainty) in the grid",
+        ax.text(0.5, 0.5, "no finished uncertainty cell (weighting: uncertainty) in the grid",
                 ha="center", va="center", transform=ax.transAxes)
         ax.axis("off")
     else:

@@ -1,63 +1,256 @@
-"""Provenance recorded in every metric file: the code (git commit, dirty tree), the cell's
-resolved params, the seed and the package versions that made the number."""
+"""The fingerprint contract: every artifact records what made it, so that no stale number can
+reach a table.
 
+A fingerprint is a record `{stage, settings, code, inputs, id}`: the stage's fully resolved
+settings (from params), the hash of the code that ran (the stage's pipeline modules and the
+diffusion library when it uses it, the same files both tools declare as its code inputs), and
+the fingerprints of what it read (nested records, or content hashes: the data by its tensors,
+not its file bytes; the evaluator by its file's bytes). `id` hashes the rest. Training resumes
+only from a checkpoint with the same id; aggregate and sampler_table recompute the expected
+records from the current params, code and data and refuse, in one line, any input that
+disagrees (`check`). Package versions are recorded beside (`versions`), not in the id.
+"""
+
+import ast
 import dataclasses
+import hashlib
 import importlib.metadata
+import json
 import platform
-import subprocess
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def _git(*args):
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+# prepare imports inception only to fail early when Inception weights are missing: a check
+# that writes nothing, so its edits need not redo the data split and all that follows.
+NOT_CODE = {("prepare", "inception")}
+
+
+def _imports(name, module_level_only):
+    """(pipeline modules, whether diffusion is imported) by pipeline/<name>.py."""
+    tree = ast.parse((ROOT / "pipeline" / f"{name}.py").read_text())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    modules, diffusion = set(), False
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:  # from .x import ... / from . import x
+            modules |= {node.module} if node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            diffusion |= node.module.split(".")[0] == "diffusion"
+        elif isinstance(node, ast.Import):
+            diffusion |= any(a.name.split(".")[0] == "diffusion" for a in node.names)
+    return {m for m in modules if (ROOT / "pipeline" / f"{m}.py").is_file()}, diffusion
+
+
+def stage_modules(stage):
+    """The pipeline modules whose code runs in `stage`: everything imported at module level,
+    transitively, and the stage's own imports inside its functions; and whether any of them
+    (params.py aside, which imports the library's registries only to validate names) uses
+    the diffusion library."""
+    seen, todo = set(), [stage]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += _imports(name, module_level_only=True)[0]
+    seen |= _imports(stage, module_level_only=False)[0]
+    uses_diffusion = any(_imports(m, module_level_only=False)[1] for m in seen - {"params"})
+    return {m for m in seen if (stage, m) not in NOT_CODE}, uses_diffusion
+
+
+def stage_code(stage):
+    """The code inputs of `stage` as repository paths, sorted: its pipeline modules and, when
+    it uses the library, every file of diffusion/. Both tools declare exactly these."""
+    modules, uses_diffusion = stage_modules(stage)
+    files = [f"pipeline/{m}.py" for m in sorted(modules)]
+    if uses_diffusion:
+        files += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "diffusion").rglob("*.py"))
+    return files
+
+
+_CODE_HASHES = {}
+
+
+def code_hash(stage):
+    """sha256 (16 hex digits) of the code inputs of `stage`: their paths and bytes."""
+    if stage not in _CODE_HASHES:
+        digest = hashlib.sha256()
+        for path in stage_code(stage):
+            digest.update(path.encode() + b"\0" + (ROOT / path).read_bytes() + b"\0")
+        _CODE_HASHES[stage] = digest.hexdigest()[:16]
+    return _CODE_HASHES[stage]
+
+
+def tensor_hash(tensors):
+    """sha256 (16 hex digits) of a dict of tensors and numbers by value: dtype, shape and
+    bytes, not the file that holds them."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        value = tensors[key]
+        digest.update(key.encode() + b"\0")
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().contiguous()
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        else:
+            digest.update(json.dumps(value).encode())
+    return digest.hexdigest()[:16]
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _id(record):
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def record(stage, settings, inputs=None):
+    """The fingerprint of an artifact that `stage` makes from `settings` (JSON values) and
+    `inputs` ({name: fingerprint record or content hash})."""
+    body = {"stage": stage, "settings": settings, "code": code_hash(stage), "inputs": inputs or {}}
+    return {**body, "id": _id(body)}
+
+
+# ----- each stage's settings: what in params it reads (the sections its rule declares) -----
+def _asdict(x):
+    return json.loads(json.dumps(dataclasses.asdict(x)))  # tuples -> lists, as JSON stores them
+
+
+def data_inputs(train, heldout=None):
+    """The data as a fingerprint input: its tensors' hashes."""
+    out = {"train": tensor_hash(train)}
+    if heldout is not None:
+        out["heldout"] = tensor_hash(heldout)
+    return out
+
+
+def model_record(params, cell_id, data):
+    """What a cell's training run is: its objective, resolved train settings, model, process
+    and data settings, and the training tensors (`data`: data_inputs(train))."""
+    cell = params.cells[cell_id]
+    settings = {"cell": cell_id, "parameterization": cell.parameterization, "weighting": cell.weighting,
+                "Sigma": cell.sigma, "train": _asdict(params.cell_train(cell_id)),
+                "model": _asdict(params.model), "process": _asdict(params.process), "data": _asdict(params.data)}
+    return record("train", settings, {"data": data})
+
+
+def samples_record(params, cell_id, model):
+    return record("sample", {"sample": _asdict(params.sample), "seed": params.cell_sample_seed(cell_id)},
+                  {"model": model})
+
+
+def evaluator_record(params, data):
+    m = params.metrics
+    return record("evaluator", {"evaluator": _asdict(params.evaluator), "feature_extractor": m.feature_extractor,
+                                "inception_weights": m.inception_weights}, {"data": data})
+
+
+def reference_record(params, data, evaluator_sha):
+    return record("reference", {"metrics": _asdict(params.metrics), "num_samples": params.sample.num_samples},
+                  {"data": data, "evaluator": evaluator_sha})
+
+
+def _scoring_inputs(data, evaluator_sha, reference, model):
+    return {"data": data, "evaluator": evaluator_sha, "reference": reference["id"], "model": model}
+
+
+def metrics_record(params, data, evaluator_sha, reference, model, samples):
+    return record("evaluate", {"metrics": _asdict(params.metrics), "sample": _asdict(params.sample)},
+                  {**_scoring_inputs(data, evaluator_sha, reference, model), "samples": samples})
+
+
+def study_record(params, sampler, nfe, data, evaluator_sha, reference, model):
+    s = params.sampler_study
+    settings = {"sampler": sampler, "nfe": nfe, "num_samples": s.num_samples, "seed": s.seed,
+                "sample": _asdict(params.sample), "metrics": _asdict(params.metrics)}
+    return record("sampler_study", settings, _scoring_inputs(data, evaluator_sha, reference, model))
+
+
+# ----- checking --------------------------------------------------------------------------------
+def _short(value):
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def difference(found, expected, where=""):
+    """The first place where two fingerprint records differ, in words; None when equal."""
+    if isinstance(found, dict) and isinstance(expected, dict):
+        if found.get("id") is not None and found.get("id") == expected.get("id"):
+            return None
+        stage = expected.get("stage")
+        if stage and found.get("code") != expected.get("code"):
+            return f"the code of stage {stage} changed"
+        for key in sorted(set(found) | set(expected), key=lambda k: ({"settings": 0, "inputs": 1}.get(k, 2), k)):
+            if key == "id":
+                continue
+            sub = f"{where}.{key}" if where else key
+            if key not in found or key not in expected:
+                return f"{sub.replace('settings.', '')} is {'new' if key not in found else 'gone'}"
+            diff = difference(found[key], expected[key], sub)
+            if diff:
+                return diff
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    if found == expected:
+        return None
+    path = ".".join(p for p in where.split(".") if p not in ("settings", "inputs"))
+    return f"{path}: {_short(found)} in the file, {_short(expected)} now"
 
 
-def _config_copy():
-    """The config under configs/ that params.yaml is a byte-for-byte copy of, or None."""
-    params = Path("params.yaml")
-    text = params.read_bytes() if params.is_file() else None
-    return next((str(c) for c in sorted(Path("configs").glob("*.yaml")) if c.read_bytes() == text), None)
+def check(items):
+    """items: [(name, found record or None, expected record)]. Raise StageError naming every
+    stale input and what differs, in one line."""
+    from .io import StageError
+
+    stale = {}  # what differs -> the inputs it concerns
+    for name, found, expected in items:
+        if not isinstance(found, dict) or "id" not in found:
+            stale.setdefault("no fingerprint: made by older code", []).append(name)
+        elif found["id"] != expected["id"]:
+            stale.setdefault(difference(found, expected), []).append(name)
+    if stale:
+        what = "; ".join(f"{', '.join(names)}: {why}" for why, names in stale.items())
+        raise StageError(f"stale inputs, made from other params, code or data than now: {what}. "
+                         "Rerun the workflow (snakemake --cores all, or dvc repro) to remake them")
 
 
-# What makes a result: the library, the stages, the DAG and the params (and the configs that
-# are copied over them). An edit elsewhere (README, tests, benchmarks) changes no number.
-RESULT_INPUTS = ("diffusion", "pipeline", "report", "Snakefile", "dvc.yaml", "params.yaml", "configs",
-                 "pyproject.toml")
+def expected_shared(params, train, heldout, evaluator_path, evaluator_json, reference):
+    """Check what every cell's scores share (the evaluator and the reference statistics)
+    against the current params, code and data; return the expected (data, evaluator hash,
+    reference record) to check the cells' records with, and the check items so far."""
+    data = data_inputs(train, heldout)
+    evaluator_sha = file_sha256(evaluator_path)
+    written = evaluator_json.get("weights_file_sha256")
+    ref = reference_record(params, data, evaluator_sha)
+    items = [("evaluator", evaluator_json.get("fingerprint"), evaluator_record(params, data)),
+             (str(evaluator_path), {"id": written, "sha256": written}, {"id": evaluator_sha, "sha256": evaluator_sha}),
+             ("reference", reference.get("fingerprint"), ref)]
+    return (data, evaluator_sha, ref), items
 
 
-def code_state():
-    """{'commit', 'dirty', 'config'}: dirty means a tracked file that makes results
-    (RESULT_INPUTS) differs from the commit; params.yaml does not count when it is a copy of a
-    committed config, named in 'config': how every experiment other than the default is
-    selected."""
-    commit = _git("rev-parse", "HEAD")
-    config = _config_copy()
-    paths = [p for p in RESULT_INPUTS if not (config and p == "params.yaml")]
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", *paths)
-    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status), "config": config}
+def expected_metrics(params, cell_id, data, evaluator_sha, reference):
+    """The fingerprint the evaluate stage's JSON of `cell_id` has when it is up to date."""
+    model = model_record(params, cell_id, {"train": data["train"]})
+    return metrics_record(params, data, evaluator_sha, reference, model, samples_record(params, cell_id, model))
+
+
+def expected_study(params, cell_id, sampler, nfe, data, evaluator_sha, reference):
+    """The fingerprint of an up-to-date sampler-study point."""
+    model = model_record(params, cell_id, {"train": data["train"]})
+    return study_record(params, sampler, nfe, data, evaluator_sha, reference, model)
 
 
 def versions():
+    """The interpreter and packages that ran: recorded beside the fingerprint, not in it."""
     out = {"python": platform.python_version()}
-    for package in ("torch", "torch-fidelity", "diffusion-ablations", "snakemake", "dvc"):
+    for package in ("torch", "torch-fidelity", "diffusion-ablations"):
         try:
             out[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             out[package] = None
     return out
-
-
-def provenance(params, cell_id=None):
-    record = {**code_state(), "versions": versions()}
-    if cell_id is not None:
-        record["cell_params"] = {
-            **dataclasses.asdict(params.cells[cell_id]),
-            "train": dataclasses.asdict(params.cell_train(cell_id)),
-        }
-        record["seeds"] = {"train": params.cell_train(cell_id).seed, "sample": params.cell_sample_seed(cell_id),
-                           "metrics": params.metrics.seed}
-    return record

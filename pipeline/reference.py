@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import accel, stats
+from . import accel, provenance, stats
 from .data import to_model
 from .fidelity import (cached_reference_features, compute_metrics, extract_features, extractor_settings,
                        fid_from_statistics, fid_statistics, precompute_reference)
@@ -55,7 +55,7 @@ from .distances import point_metrics
 from .params import load_or_exit
 
 
-def point_reference(params, train, heldout, cache_dir, out):
+def point_reference(params, train, heldout, cache_dir, out, made_by):
     x = train["images"].double()
     lo, hi = x.min(0).values, x.max(0).values
     n = params.sample.num_samples
@@ -69,7 +69,7 @@ def point_reference(params, train, heldout, cache_dir, out):
     }
     save_json({"note": "2-D points: distances to the training set, no feature extractor"},
               Path(cache_dir) / "points.json")
-    save_json({"cache_key": None, "rows": rows}, out)
+    save_json({"cache_key": None, "rows": rows, "fingerprint": made_by}, out)
     print(f"reference: held-out SW {rows['heldout']['sw']:.4f}, noise SW {rows['noise']['sw']:.3f}")
 
 
@@ -83,10 +83,12 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output: floor and ceiling metrics (.json)")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
-    set_threads()
+    set_threads("reference")
     train, heldout = load_torch(args.train), load_torch(args.heldout)
+    made_by = provenance.reference_record(params, provenance.data_inputs(train, heldout),
+                                          provenance.file_sha256(args.evaluator))
     if params.points:
-        return point_reference(params, train, heldout, args.cache_dir, args.out)
+        return point_reference(params, train, heldout, args.cache_dir, args.out, made_by)
     x_train, x_held = train["images"], heldout["images"]
     levels = int(train["levels"]) or None
     extractor = extractor_settings(params.metrics.feature_extractor,
@@ -129,7 +131,7 @@ def main(argv=None):
                   **flat("fid_heldout_matched", fid_at_n(f_noise, s_held, n, params, rng)), **copying("noise")},
     }
     save_json({"cache_key": ref["cache_key"], "feature_extractor": extractor["feature_extractor"], "matched_n": n, "copy_threshold": m.copy_threshold,
-               "rows": rows}, args.out)
+               "rows": rows, "fingerprint": made_by}, args.out)
     print(f"reference: at n = {n}, held-out FID vs train {rows['heldout']['fid_matched']:.3f}, training "
           f"images FID vs held-out {rows['train']['fid_heldout_matched']:.3f}, noise FID vs train "
           f"{rows['noise']['fid_matched']:.2f}")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from diffusion import SAMPLERS
 from diffusion.samplers import score_ve
 
-from . import accel
+from . import accel, provenance
 from .build import load_denoiser, scores_of
 from .data import quantize
 from .io import load_torch, run_stage, save_figure, save_torch, set_threads
@@ -182,7 +182,7 @@ def main(argv=None):
     parser.add_argument("--grid", required=True, help="output: PNG grid (images) or scatter (points)")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
-    set_threads()
+    set_threads("sample")
     device = accel.resolve_device(params.sample.device, "sample.device")
     accel.tune_for(device)
     state = load_torch(args.model)
@@ -192,9 +192,11 @@ def main(argv=None):
     cell = config["cell"]
     data_shape = tuple(data["images"].shape[1:])
     s = params.sample
+    made_by = provenance.samples_record(params, cell, state["fingerprint"])
     if state["status"] != "ok":
         dtype = torch.float32 if params.points else torch.uint8
-        save_torch({"status": state["status"], "samples": torch.zeros(0, *data_shape, dtype=dtype)}, args.out)
+        save_torch({"status": state["status"], "samples": torch.zeros(0, *data_shape, dtype=dtype),
+                    "fingerprint": made_by}, args.out)
         note = f"{cell}: {state['status']} at step {state['step']}"
         if params.points:
             save_points_figure({note: None}, data["images"], None, args.grid)
@@ -206,8 +208,8 @@ def main(argv=None):
     drawn = {score: draw_samples(params, state, data_shape, levels, score=score, device=device) for score in scores_of(config)}
     seconds = time.perf_counter() - start
     samples = drawn["tweedie"][0]
-    out = {"status": "ok", "samples": samples, "seconds": seconds, "nfe": drawn["tweedie"][1],
-           "device": str(device)}
+    out = {"status": "ok", "samples": samples, "nfe": drawn["tweedie"][1], "device": str(device),
+           "fingerprint": made_by}
     if "seed004" in drawn:
         out["samples_seed004"] = drawn["seed004"][0]
     save_torch(out, args.out)

@@ -7,16 +7,16 @@ start from the same noise. One JSON per point."""
 
 import argparse
 import json
+import sys
 import time
 
 from diffusion.samplers import steps_for_nfe
 
-from . import accel
-from .evaluate import sample_metrics, scoring_arguments
+from . import accel, provenance
+from .evaluate import sample_metrics, scoring_arguments, scoring_inputs
 from .fidelity import extractor_settings
-from .io import load_json, load_torch, run_stage, save_json, set_threads
+from .io import load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
-from .provenance import provenance
 from .sample import draw_samples
 
 
@@ -26,31 +26,32 @@ def main(argv=None):
     parser.add_argument("--nfe", required=True, type=int, help="budget of network evaluations")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
-    set_threads()
+    set_threads("sampler_study")
     study = params.sampler_study
     if args.cell not in study.cells or args.sampler not in study.samplers or args.nfe not in study.nfe:
         raise SystemExit(f"error: ({args.cell}, {args.sampler}, {args.nfe}) is not in {args.params}'s sampler_study")
     state = load_torch(args.model)
     config = json.loads(state["config"])
-    load_json(args.reference)
+    train, heldout = load_torch(args.train), load_torch(args.heldout)
+    made_by = provenance.study_record(params, args.sampler, args.nfe, *scoring_inputs(args, train, heldout),
+                                      state.get("fingerprint"))
     s = params.sample
     steps = steps_for_nfe(args.sampler, args.nfe, s.langevin_steps_per_level)
     result = {"cell": args.cell, "parameterization": config["parameterization"],
               "weighting": config["weighting"], "sigma": config["sigma"], "sampler": args.sampler,
               "nfe_budget": args.nfe, "steps": steps, "status": state["status"],
-              "provenance": provenance(params, args.cell)}
+              "fingerprint": made_by, "versions": provenance.versions()}
     if state["status"] != "ok":
         save_json(result, args.out)
         print(f"{args.cell}: {state['status']}, sampler study point skipped")
         return
-    train, heldout = load_torch(args.train), load_torch(args.heldout)
     levels = int(train["levels"]) or None
     data_shape = tuple(train["images"].shape[1:])
     device = accel.resolve_device(params.metrics.device, "metrics.device")
     start = time.perf_counter()
     samples, nfe = draw_samples(params, state, data_shape, levels, sampler=args.sampler, steps=steps,
                                 num_samples=study.num_samples, seed=study.seed, device=device)
-    result["sample_seconds"] = round(time.perf_counter() - start, 2)
+    print(f"{args.cell} {args.sampler}: sampled in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     result["nfe"] = nfe
     extractor = extractor_settings(params.metrics.feature_extractor, device)
     result.update(sample_metrics(params, samples, train, heldout, args.evaluator, args.cache_dir, extractor))

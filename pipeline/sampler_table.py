@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .io import StageError, load_json, run_stage, save_figure, save_text  # noqa: E402
+from . import provenance  # noqa: E402
+from .io import StageError, load_json, load_torch, run_stage, save_figure, save_text  # noqa: E402
 from .params import load_or_exit  # noqa: E402
 
 
@@ -23,7 +24,7 @@ def point_path(study_dir, cell, sampler, nfe):
 
 def collect(params, study_dir):
     metrics = ("sw", "mmd") if params.points else ("fid", "kid_mean", "isc_mean", "fid_matched")
-    rows = []
+    rows, found = [], {}
     s = params.sampler_study
     for cell in s.cells:
         for sampler in s.samplers:
@@ -32,10 +33,11 @@ def collect(params, study_dir):
                 if not path.exists():
                     raise StageError(f"{path}: missing; run the sampler_study stage for it")
                 r = load_json(path)
+                found[cell, sampler, nfe] = r.get("fingerprint")
                 base = {"cell": cell, "sampler": sampler, "nfe_budget": nfe, "nfe": r.get("nfe"),
                         "steps": r.get("steps"), "status": r["status"]}
                 rows += [{**base, "metric": m, "value": r.get(m)} for m in metrics]
-    return pd.DataFrame(rows), metrics
+    return pd.DataFrame(rows), metrics, found
 
 
 def to_markdown(long, metric, params, floor):
@@ -78,14 +80,23 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--study-dir", required=True, help="folder of the sampler_study points")
     parser.add_argument("--reference", required=True, help="the reference stage's JSON (the floor)")
+    parser.add_argument("--train", required=True, help="training split (.pt): its tensors are checked")
+    parser.add_argument("--heldout", required=True, help="held-out split (.pt)")
+    parser.add_argument("--evaluator", required=True, help="the evaluator's weights (.pt)")
+    parser.add_argument("--evaluator-metrics", required=True, help="the evaluator stage's JSON")
     parser.add_argument("--csv", required=True, help="output: long-format table (.csv)")
     parser.add_argument("--markdown", required=True, help="output: table (.md)")
     parser.add_argument("--plot", required=True, help="output: line plot (.png)")
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     sns.set_theme(style="whitegrid", context="notebook")
-    long, metrics = collect(params, args.study_dir)
-    heldout = load_json(args.reference)["rows"]["heldout"]
+    long, metrics, found = collect(params, args.study_dir)
+    reference = load_json(args.reference)
+    shared, items = provenance.expected_shared(params, load_torch(args.train), load_torch(args.heldout),
+                                               args.evaluator, load_json(args.evaluator_metrics), reference)
+    provenance.check(items + [(f"sampler_study {c} {s}-{n}", record, provenance.expected_study(params, c, s, n, *shared))
+                              for (c, s, n), record in found.items()])
+    heldout = reference["rows"]["heldout"]
     floors = {m: heldout.get(m) for m in metrics}
     s = params.sampler_study
     parts = [f"Sampler study: {s.num_samples} samples per point (seed {s.seed}, the same noise for every "

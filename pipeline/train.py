@@ -21,7 +21,6 @@ sync), rank 0 only; a resumed run continues the curves from its checkpoint.
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import resource
 import sys
@@ -33,7 +32,7 @@ from tqdm import tqdm
 
 from diffusion import EMA, TIMESTEP_SAMPLERS, training_step, warmup_lr
 
-from . import accel
+from . import accel, provenance
 from .build import build_net, build_objective, build_process
 from .data import to_model
 from .io import load_torch, run_stage, save_torch, set_threads
@@ -52,10 +51,6 @@ def cell_config(params, cell_id, data_shape):
         "process": dataclasses.asdict(params.process),
         "data": {"name": params.data.name, "shape": list(data_shape)},
     }
-
-
-def fingerprint(config):
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _random_flip(x0, generator):
@@ -121,7 +116,8 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
     images, levels = data["images"], int(data["levels"]) or None
     x_all = to_model(images, levels)
     config = cell_config(params, cell_id, x_all.shape[1:])
-    key = fingerprint(config)
+    made_by = provenance.model_record(params, cell_id, provenance.data_inputs(data))
+    key = made_by["id"]
 
     torch.manual_seed(train.seed)
     process = build_process(params.process)
@@ -144,7 +140,13 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
 
     if checkpoint_path.exists():
         state = load_torch(checkpoint_path)
-        if state.get("fingerprint") == key:
+        found = state.get("fingerprint")
+        if not isinstance(found, dict) or found.get("id") != key:
+            if rt.main:
+                why = provenance.difference(found, made_by) if isinstance(found, dict) else "no fingerprint"
+                print(f"{cell_id}: not resuming from {checkpoint_path}: it was made from other settings, code "
+                      f"or data ({why}); training from step 0", file=sys.stderr)
+        else:
             net.load_state_dict(state["net"])
             objective.load_state_dict(state["objective"])
             optimizer.load_state_dict(state["optimizer"])
@@ -177,7 +179,7 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
         if not rt.main:
             return
         extra = {"ranks": ranks} if rt.world > 1 else {}
-        save_torch({"fingerprint": key, "step": step, "net": net.state_dict(),
+        save_torch({"fingerprint": made_by, "step": step, "net": net.state_dict(),
                     "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                     "ema": ema.state_dict(), **ranks[0], **extra, "losses": losses,
                     **({"snapshots": snapshots} if snapshots else {})}, checkpoint_path)
@@ -222,10 +224,11 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
         if (step + 1) % train.checkpoint_every == 0 and step + 1 < train.steps:
             checkpoint(step + 1)
     bar.close()
-    status["seconds"] = round(time.perf_counter() - t0, 2)
+    if rt.main:  # timings go to the log, never into an artifact (same inputs, same bytes)
+        print(f"{cell_id}: {status['step'] - start} steps in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     status.update(device=str(rt.device), processes=rt.world, precision=train.precision,
                   compile=train.compile)
-    state = {"config": json.dumps(config), "fingerprint": key, "status": status["status"],
+    state = {"config": json.dumps(config), "fingerprint": made_by, "status": status["status"],
              "step": status["step"], "ema": accel.cpu_state(ema.model), "net": accel.cpu_state(net),
              "objective": accel.cpu_state(objective)}
     if snapshots:
@@ -246,7 +249,7 @@ def main(argv=None):
     params = load_or_exit(args.params)
     if args.cell not in params.cells:
         raise SystemExit(f"error: cell {args.cell!r} is not in {args.params}")
-    threads = set_threads()
+    set_threads("train")
     train = params.cell_train(args.cell)
     if train.gpus > 1 and not accel.in_torchrun():
         accel.resolve_device(train.device, "train.device", train.gpus - 1)  # one line here, not N
@@ -254,12 +257,12 @@ def main(argv=None):
         return
     runtime = accel.setup(train.device, train.gpus)
     try:
-        _train_and_write(params, args, runtime, threads)
+        _train_and_write(params, args, runtime)
     finally:
         runtime.close()
 
 
-def _train_and_write(params, args, runtime, threads):
+def _train_and_write(params, args, runtime):
     data = load_torch(args.data)
     checkpoint_path = Path(args.checkpoint)
     state, losses, status, (objective, ema_net, x_all) = train_cell(params, args.cell, data, checkpoint_path,
@@ -271,13 +274,13 @@ def _train_and_write(params, args, runtime, threads):
         generator = torch.Generator().manual_seed(params.cell_train(args.cell).seed + 1)
         idx = torch.randperm(len(x_all), generator=generator)[:256].to(x_all.device)
         profile = loss_profile(objective, ema_net, x_all[idx], generator)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     state.update(losses=[{"cell": args.cell, **row} for row in losses],
                  profile=[{"cell": args.cell, **row} for row in profile],
-                 summary={"cell": args.cell, **status, "threads": threads, "max_rss_mb": round(peak_mb)})
+                 summary={"cell": args.cell, **status, "fingerprint": state["fingerprint"]["id"]})
     save_torch(state, args.out)
     checkpoint_path.unlink(missing_ok=True)  # finished: the outputs supersede it
-    print(f"{args.cell}: {status['status']} after {status['step']} steps in {status['seconds']} s")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"{args.cell}: {status['status']} after {status['step']} steps; peak memory {peak_mb:.0f} MB")
 
 
 if __name__ == "__main__":

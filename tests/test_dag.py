@@ -3,13 +3,13 @@ count one training job per cell of params.yaml and one sampler-study job per (ce
 sampler, NFE) of its `sampler_study` section. Every module a stage imports is one of its
 inputs in both tools, so a code edit reruns the stages it can change."""
 
-import ast
 import re
 
 import pytest
 import yaml
 
 from conftest import ROOT, run, tool
+from pipeline.provenance import stage_modules
 
 LOG_REDIRECT = re.compile(r"\s+2>\s*\S+\s*$")
 
@@ -48,42 +48,6 @@ def dvc_stages():
                 for stage in repo.index.stages}
 
 
-def _imports(name, module_level_only):
-    """(pipeline modules, whether diffusion is imported) by pipeline/<name>.py."""
-    tree = ast.parse((ROOT / "pipeline" / f"{name}.py").read_text())
-    nodes = tree.body if module_level_only else list(ast.walk(tree))
-    modules, diffusion = set(), False
-    for node in nodes:
-        if isinstance(node, ast.ImportFrom) and node.level == 1:  # from .x import ... / from . import x
-            modules |= {node.module} if node.module else {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            diffusion |= node.module.split(".")[0] == "diffusion"
-        elif isinstance(node, ast.Import):
-            diffusion |= any(a.name.split(".")[0] == "diffusion" for a in node.names)
-    return {m for m in modules if (ROOT / "pipeline" / f"{m}.py").is_file()}, diffusion
-
-
-def stage_code(stage):
-    """The pipeline modules whose code runs in `stage`: everything imported at module level,
-    transitively, and the stage's own imports inside its functions; and whether any of them
-    (params.py aside, which imports the library's registries only to validate names) uses
-    the diffusion library."""
-    seen, todo = set(), [stage]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo += _imports(name, module_level_only=True)[0]
-    seen |= _imports(stage, module_level_only=False)[0]
-    uses_diffusion = any(_imports(m, module_level_only=False)[1] for m in seen - {"params"})
-    return seen, uses_diffusion
-
-
-# prepare imports inception only to fail early when the Inception weights are missing: a
-# check that writes nothing, so its edits need not redo the data split and all that follows.
-NOT_INPUTS = {("prepare", "inception")}
-
-
 def test_both_tools_count_one_train_job_per_cell(snakemake_jobs, dvc_stages):
     cells = yaml.safe_load((ROOT / "params.yaml").read_text())["cells"]
     sm_train = [j for j in snakemake_jobs.values() if j["rule"] == "train"]
@@ -115,14 +79,14 @@ def test_same_outputs_per_command(snakemake_jobs, dvc_stages):
 
 def test_every_imported_module_is_an_input(snakemake_jobs, dvc_stages):
     """A stage's code inputs are exactly the pipeline modules whose code it runs (see
-    stage_code), in both tools, plus the diffusion library when it uses it: an edit to any
+    pipeline.provenance.stage_modules, which the fingerprints hash too), in both tools, plus the diffusion library when it uses it: an edit to any
     of them reruns the stage, and an edit elsewhere does not."""
     for cmd, job in snakemake_jobs.items():
         stage = re.search(r"python -m pipeline\.(\w+)", cmd)
         if stage is None:
             continue
-        modules, uses_diffusion = stage_code(stage.group(1))
-        expected = {f"pipeline/{m}.py" for m in modules if (stage.group(1), m) not in NOT_INPUTS}
+        modules, uses_diffusion = stage_modules(stage.group(1))
+        expected = {f"pipeline/{m}.py" for m in modules}
         declared_sm = {i for i in job["inputs"] if i.startswith("pipeline/")}
         declared_dvc = {d for d in dvc_stages[cmd]["deps"] if d.startswith("pipeline/")}
         assert declared_sm == expected, (job["rule"], sorted(expected ^ declared_sm))

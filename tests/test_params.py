@@ -1,16 +1,23 @@
 """params.yaml validation: each mistake is one line naming its key, and a nonzero exit,
 before any compute (through the validator, a stage and the Snakefile)."""
 
+import copy
+import itertools
+import math
 import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from conftest import ROOT, make_project, run, tool
-from pipeline.params import ParamsError, load, parse
+from diffusion import LEARNED_SIGMAS, PARAMETERIZATIONS, SIGMAS, WEIGHTINGS
+from pipeline.build import build_net, build_objective, build_process
+from pipeline.params import ParamsError, load, load_yaml, parse
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+TINY = yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
 
 
 def mutate(path, value):
@@ -33,6 +40,19 @@ CASES = [
     ("train.steps", "many", "train.steps: expected an integer"),
     ("train.steps", -5, "train.steps: must be > 0"),
     ("train.lr", True, "train.lr: expected a number"),
+    ("train.lr", "1e-3", "train.lr: expected a number, got '1e-3'"),
+    ("train.steps", 10.5, "train.steps: expected an integer, got 10.5"),
+    ("train.lr", float("nan"), "train.lr: must be a finite number, got nan"),
+    ("process.sigma_max", float("inf"), "process.sigma_max: must be a finite number, got inf"),
+    ("cells.eps-eps.train", {"seed": "1"}, "cells.eps-eps.train.seed: expected an integer, got '1'"),
+    ("cells.eps-eps.train", {"steps": 10.5}, "cells.eps-eps.train.steps: expected an integer, got 10.5"),
+    ("cells.eps-eps.train", {"lr": "1e-3"}, "cells.eps-eps.train.lr: expected a number, got '1e-3'"),
+    ("cells.eps-eps.train", {"compile": "yes"}, "cells.eps-eps.train.compile: expected true or false"),
+    ("cells.eps-eps.train", {"lr": float("nan")}, "cells.eps-eps.train.lr: must be a finite number, got nan"),
+    ("cells.eps-eps", {"parameterization": "eps", "weighting": "eps", "sigma": "learned",
+                       "train": {"hybrid_lambda": 0}},
+     "cells.eps-eps.train.hybrid_lambda: 0 leaves the learned Sigma head of cells.eps-eps (sigma: learned, "
+     "weighting: eps) without gradient; use weighting vlb or hybrid_lambda > 0"),
     ("cells.eps-eps.weighting", "l1", "cells.eps-eps.weighting: unknown value 'l1'"),
     ("cells.eps-eps.parameterization", "noise", "cells.eps-eps.parameterization: unknown value"),
     ("cells.eps-eps.sigma", "big", "cells.eps-eps.sigma: unknown value"),
@@ -143,6 +163,42 @@ def test_duplicate_yaml_key_is_refused(tmp_path):
         load(path)
 
 
+@pytest.mark.parametrize("text,value", [
+    ("1e-3", 1e-3), ("-1.5E+3", -1500.0), (".5", 0.5), ("2.", 2.0), ("017", 17), ("0o17", 15), ("0x1F", 31),
+    ("+12", 12), (".inf", math.inf), ("-.Inf", -math.inf), (".NaN", math.nan), ('"1e-3"', "1e-3"),
+    ("1_000", "1_000"), ("yes", True),
+])
+def test_yaml_numbers_are_read_as_yaml_1_2(tmp_path, text, value):
+    path = tmp_path / "numbers.yaml"
+    path.write_text(f"x: {text}\n")
+    x = load_yaml(path)["x"]
+    assert (repr(x), type(x)) == (repr(value), type(value))  # repr: nan equals nan
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("lr: 1.0e-3", "lr: 1e-3", None),
+    ("lr: 1.0e-3", 'lr: "1e-3"', "train.lr: expected a number, got '1e-3'"),
+    ("lr: 1.0e-3", "lr: .nan", "train.lr: must be a finite number, got nan"),
+    ("  eps-eps:", "  eps-eps-fast: {parameterization: eps, weighting: eps, train: {lr: 2e-3, seed: 1}}\n  eps-eps:",
+     None),
+    ("  eps-eps:", '  eps-eps-fast: {parameterization: eps, weighting: eps, train: {seed: "1"}}\n  eps-eps:',
+     "cells.eps-eps-fast.train.seed: expected an integer, got '1'"),
+], ids=["1e-3", "quoted", "nan", "override-2e-3", "override-quoted"])
+def test_params_file_numbers(tmp_path, old, new, message):
+    """YAML 1.2 numbers through load(): `1e-3` is a float, a quoted number is still refused."""
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace(old, new, 1))
+    if message:
+        with pytest.raises(ParamsError) as err:
+            load(path)
+        assert str(err.value) == f"{path}: {message}"
+        return
+    params = load(path)
+    assert params.train.lr == 1e-3
+    if "eps-eps-fast" in params.cells:
+        assert params.cell_train("eps-eps-fast").lr == 2e-3
+
+
 def test_per_cell_override_is_applied():
     raw = mutate("cells.eps-eps.train", {"lr": 5e-4})
     params = parse(raw)
@@ -209,3 +265,57 @@ def test_a_replicate_with_another_override_is_another_row():
     groups = parse(raw).replicate_groups()
     assert groups["eps-eps-slow"] == ["eps-eps-slow", "eps-eps-slow-s1"]
     assert "eps-eps-slow" not in groups["eps-eps"]
+
+
+def one_cell(parameterization, weighting, sigma, hybrid_lambda):
+    """The tiny params with a grid of one cell."""
+    raw = copy.deepcopy(TINY)
+    raw["cells"] = {"cell": {"parameterization": parameterization, "weighting": weighting, "sigma": sigma,
+                             "train": {"hybrid_lambda": hybrid_lambda}}}
+    raw["stats"]["baseline"] = "cell"
+    raw["sampler_study"]["cells"] = ["cell"]
+    return raw
+
+
+def head_gradients(params, data_shape=(2,)):
+    """After one backward pass of the cell's objective on a small MLP: the gradient of every
+    extra output channel (a learned Sigma's, seed 004's log-ratio) and of every parameter of
+    the objective (the adaptive weightings' u(t) head)."""
+    cell = params.cells["cell"]
+    process = build_process(params.process)
+    net = build_net(params.model, data_shape, cell.sigma, cell.weighting)
+    objective = build_objective(params, "cell", process, levels=None)
+    outputs = []
+    net.register_forward_hook(lambda module, inputs, output: outputs.append(output))
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randn(64, *data_shape, generator=generator)
+    t = torch.randint(process.T, (64,), generator=generator)
+    loss = objective(net, x0, t, torch.randn(x0.shape, generator=generator))["loss"].mean()
+    grads = torch.autograd.grad(loss, [outputs[0], *objective.parameters()], allow_unused=True)
+    extra = grads[0][:, data_shape[0]:]  # the channels after the data's: none without a second head
+    return ([extra] if extra.numel() else []) + [torch.zeros(()) if g is None else g for g in grads[1:]]
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_validation_refuses_exactly_the_objectives_that_leave_a_head_untrained(weighting):
+    """Every accepted (parameterization, weighting, Sigma, hybrid_lambda) trains every head it
+    has; the refused ones are a learned Sigma without the VLB's gradient (or beside seed 004's
+    uncertainty channels)."""
+    parameterizations = [name for name, p in PARAMETERIZATIONS.items() if "vp" in p.processes]
+    for parameterization, sigma, hybrid_lambda in itertools.product(parameterizations, SIGMAS, (0.0, 1e-3)):
+        case = f"{parameterization} / {weighting} / {sigma} / hybrid_lambda {hybrid_lambda}"
+        starved = sigma in LEARNED_SIGMAS and (weighting == "uncertainty" or (weighting != "vlb" and not hybrid_lambda))
+        try:
+            params = parse(one_cell(parameterization, weighting, sigma, hybrid_lambda))
+        except ParamsError:
+            assert starved, f"{case}: refused"
+            continue
+        assert all(g.abs().sum() > 0 for g in head_gradients(params)), f"{case}: a head gets no gradient"
+        assert not starved, f"{case}: accepted"
+
+
+def test_a_learned_sigma_under_eps_needs_the_hybrid_term():
+    with pytest.raises(ParamsError, match=r"^cells\.cell\.train\.hybrid_lambda: 0 leaves the learned Sigma head"):
+        parse(one_cell("eps", "eps", "learned_range", 0.0))
+    params = parse(one_cell("eps", "eps", "learned_range", 1e-3))
+    assert all(g.abs().sum() > 0 for g in head_gradients(params))

@@ -1,5 +1,6 @@
-"""The committed results/ are what the pipeline produces from the committed params.yaml: the
-aggregate stage's command, rerun from the committed per-cell metrics, rewrites the committed
+"""The committed results/ are what the pipeline produces from the committed params.yaml and
+code: the aggregate stage's command, rerun from the committed per-cell metrics (with the data
+and evaluator remade, which their fingerprints are checked against), rewrites the committed
 tables byte for byte, and dvc.lock records params.yaml's values for every stage and the md5
 of every committed small result. (A full `dvc repro` of the default grid takes ~20 minutes;
 README's "Regenerate the results of a tagged version" gives the commands.)"""
@@ -30,14 +31,26 @@ def lookup(params, dotted):
 @pytest.mark.parametrize("params_file", ["params.yaml", "configs/ncsn_swiss_roll.yaml"])
 def test_aggregate_rewrites_the_committed_tables(tmp_path, params_file):
     """Each experiment's committed tables, in its own results folder (`paths:`)."""
-    results = yaml.safe_load((ROOT / params_file).read_text())["paths"]["results"]
+    paths = yaml.safe_load((ROOT / params_file).read_text())["paths"]
+    results = paths["results"]
     tables = [name.replace("results", results, 1) for name in TABLES]
-    require(f"{results}/metrics", f"{results}/reference.json", *tables)
+    require(f"{results}/metrics", f"{results}/reference.json", f"{results}/evaluator.json", *tables)
     project = make_project(tmp_path / "project", ROOT / params_file)
     shutil.copytree(ROOT / results / "metrics", project / results / "metrics")
     shutil.copy2(ROOT / results / "reference.json", project / results / "reference.json")
-    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["aggregate"]["cmd"]
-    run(["bash", "-c", cmd.replace("${paths.results}", results)], cwd=project)
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+    def stage(name):
+        cmd = stages[name]["cmd"]
+        for key, value in paths.items():
+            cmd = cmd.replace(f"${{paths.{key}}}", value)
+        run(["bash", "-c", cmd], cwd=project)
+
+    # aggregate checks every cell's fingerprint against the data's tensors and the evaluator's
+    # bytes: remade here, they must be what the committed metrics were scored with.
+    for name in ("validate", "prepare", "evaluator", "aggregate"):
+        stage(name)
+    assert (project / results / "evaluator.json").read_bytes() == (ROOT / results / "evaluator.json").read_bytes()
     for name in tables:
         assert (project / name).read_bytes() == (ROOT / name).read_bytes(), name
 

@@ -1,15 +1,14 @@
 """Cached and versioned for a team: push the tiny grid's outputs to a DVC remote, clone the
 repository fresh, pull, and neither DVC nor Snakemake finds anything to do; every metric
-file carries its provenance."""
+file carries its fingerprint."""
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from conftest import make_project, run, tool
-from pipeline.provenance import code_state
+from pipeline.provenance import code_hash
 
 pytestmark = pytest.mark.slow
 
@@ -55,56 +54,33 @@ def test_fresh_clone_pulls_and_has_nothing_to_do(pushed):
     assert (clone / "runs/train/eps-eps.pt").read_bytes() == (origin / "runs/train/eps-eps.pt").read_bytes()
 
 
-def test_metric_files_record_provenance(pushed):
+def test_metric_files_record_their_fingerprint(pushed):
+    """Every metric file records what made it (settings, code, data), not the git state: the
+    same inputs give the same bytes in any commit or clone."""
     _, origin = pushed
-    record = json.loads((origin / "results/metrics/eps-eps.json").read_text())["provenance"]
-    assert len(record["commit"]) == 40 and record["dirty"] is False
-    assert record["versions"]["torch"] and record["versions"]["torch-fidelity"]
-    assert record["cell_params"]["weighting"] == "eps" and record["seeds"]["train"] == 0
+    metrics = json.loads((origin / "results/metrics/eps-eps.json").read_text())
+    made_by = metrics["fingerprint"]
+    assert made_by["stage"] == "evaluate" and made_by["code"] == code_hash("evaluate")
+    model = made_by["inputs"]["model"]
+    assert model["settings"]["weighting"] == "eps" and model["settings"]["train"]["seed"] == 0
+    assert model["code"] == code_hash("train")
+    assert metrics["versions"]["torch"] and metrics["versions"]["torch-fidelity"]
+    assert "provenance" not in metrics and "seconds" not in metrics
     footer = (origin / "results/table.md").read_text().splitlines()[-1]
-    assert footer.startswith("Computed from commit ") and "DIRTY" not in footer
+    assert footer.startswith("Every number above matches the current params and code by its fingerprint")
 
 
-def test_dirty_tree_is_marked(pushed, tmp_path):
+def test_a_code_edit_makes_the_table_refuse_until_rerun(pushed, tmp_path):
+    """Edit the scoring code and remake only the table: aggregate refuses, naming the cells and
+    the stage whose code changed; `dvc repro` then remakes what the edit concerns."""
     root, origin = pushed
-    work = tmp_path / "dirty"
+    work = tmp_path / "edited"
     shutil.copytree(origin, work, symlinks=True)
     with open(work / "pipeline" / "evaluate.py", "a") as f:
-        f.write("\n# an uncommitted edit\n")
-    run([tool("dvc"), "repro", "evaluate@eps-eps"], cwd=work)
-    record = json.loads((work / "results/metrics/eps-eps.json").read_text())["provenance"]
-    assert record["dirty"] is True
-
-
-def test_a_copied_config_is_not_a_dirty_tree(tmp_path, monkeypatch):
-    """Every experiment but the default is selected by copying its config over params.yaml:
-    the record names the config instead of flagging the tree; any other edit is dirty."""
-    monkeypatch.chdir(tmp_path)
-    Path("configs").mkdir()
-    Path("configs/other.yaml").write_text("other: 1\n")
-    Path("params.yaml").write_text("default: 1\n")
-    for args in (["init", "-q"], ["config", "user.email", "ci@example.invalid"], ["config", "user.name", "ci"],
-                 ["add", "-A"], ["commit", "-qm", "init"]):
-        git(tmp_path, *args)
-    assert code_state()["dirty"] is False and code_state()["config"] is None
-    shutil.copy("configs/other.yaml", "params.yaml")
-    assert code_state()["dirty"] is False and code_state()["config"] == "configs/other.yaml"
-    Path("params.yaml").write_text("other: 2\n")
-    assert code_state()["dirty"] is True and code_state()["config"] is None
-
-
-def test_only_result_inputs_make_a_tree_dirty(tmp_path, monkeypatch):
-    """An edit to the README or a benchmark while the grid runs changes no number: not dirty.
-    An edit to the library is."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("README.md", "benchmarks/b.py", "diffusion/d.py", "params.yaml"):
-        Path(name).parent.mkdir(exist_ok=True)
-        Path(name).write_text("x = 1\n")
-    for args in (["init", "-q"], ["config", "user.email", "ci@example.invalid"], ["config", "user.name", "ci"],
-                 ["add", "-A"], ["commit", "-qm", "init"]):
-        git(tmp_path, *args)
-    Path("README.md").write_text("edited\n")
-    Path("benchmarks/b.py").write_text("x = 2\n")
-    assert code_state()["dirty"] is False
-    Path("diffusion/d.py").write_text("x = 2\n")
-    assert code_state()["dirty"] is True
+        f.write("\n# an edit\n")
+    stale = run([tool("dvc"), "repro", "--single-item", "--force", "aggregate"], cwd=work, check=False)
+    assert stale.returncode != 0
+    assert "cells.eps-eps" in stale.stderr and "the code of stage evaluate changed" in stale.stderr
+    run([tool("dvc"), "repro"], cwd=work)
+    assert json.loads((work / "results/metrics/eps-eps.json").read_text())["fingerprint"]["code"] != \
+        json.loads((origin / "results/metrics/eps-eps.json").read_text())["fingerprint"]["code"]

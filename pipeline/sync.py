@@ -1,0 +1,61 @@
+"""Make Snakemake and DVC agree after a complete run with either: `python -m pipeline.sync`.
+
+Each tool keeps its own record of what is up to date (Snakemake: .snakemake/ metadata and
+file times; DVC: dvc.lock), and neither writes the other's. After `snakemake --cores all`
+the Snakefile's last step already runs `dvc commit` (pipeline/workflow.py); after `dvc repro`
+run this command: when `dvc status` has nothing to do, it runs `snakemake --touch --forceall`,
+which records DVC's outputs in Snakemake's metadata (their params, code and checksums) without
+running anything (without that record Snakemake cannot see a later params change; the
+Snakefile then falls back on the fingerprints, see pipeline/workflow.py). It also works the other way (`dvc commit` when only Snakemake is up to
+date). It refuses when neither tool has finished: it never marks unfinished work as done.
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+
+from .io import StageError, run_stage
+
+
+def _snakemake():
+    return shutil.which("snakemake") or "snakemake"
+
+
+def dvc_up_to_date():
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise StageError(f"dvc status failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
+    return json.loads(out.stdout or "{}") == {}
+
+
+def snakemake_up_to_date():
+    out = subprocess.run([_snakemake(), "-n", "--quiet", "rules", "--cores", "1"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise StageError(f"snakemake -n failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
+    return "Nothing to be done" in out.stdout + out.stderr
+
+
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    dvc_done = dvc_up_to_date()
+    if dvc_done:  # record every output in Snakemake's metadata, even where its file times agree
+        touch = subprocess.run([_snakemake(), "--touch", "--forceall", "--cores", "1", "--quiet", "--no-hooks"],
+                               capture_output=True, text=True)
+        if touch.returncode != 0 or not snakemake_up_to_date():
+            raise StageError(f"snakemake --touch did not bring Snakemake up to date:\n{touch.stderr[-2000:]}")
+        print("Snakemake now records DVC's outputs: snakemake -n and dvc status both have nothing to do")
+    elif snakemake_up_to_date():
+        commit = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
+                                capture_output=True, text=True)
+        if commit.returncode != 0 or not dvc_up_to_date():
+            raise StageError(f"dvc commit did not bring DVC up to date: {commit.stderr.strip()[-500:]}")
+        print("dvc.lock now records Snakemake's outputs: snakemake -n and dvc status both have nothing to do")
+    else:
+        raise StageError("neither tool has finished (snakemake -n and dvc status both list work): run "
+                         "`snakemake --cores all` or `dvc repro` first")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,170 @@
+"""What the Snakefile does besides declaring rules, kept here so that it stays readable:
+
+- `effective_params`: the params Snakemake plans with, which the stages must read too.
+  params.yaml (read with the project's YAML 1.2 loader, so `1e-3` is a number), then any
+  `--configfile` and `--config` on top. Without overrides the stages read params.yaml; with
+  them, a resolved copy under .snakemake/params/ whose path every command passes.
+- `remove_corrupt`: an output that is present but truncated or corrupt is removed, so that
+  Snakemake remakes it (it would otherwise count as done, or fail every rerun downstream).
+- `age_stale_unrecorded`: outputs that DVC made (or a pull brought) carry no Snakemake record
+  of their params, so Snakemake cannot see a params change since; their fingerprints can, and
+  a stale one is dated 1970 so that Snakemake remakes it (a dry run shows the same plan).
+- `record_in_dvc`: after a successful complete run, `dvc commit` records the outputs in
+  dvc.lock, so that `dvc status` agrees with `snakemake -n` (see pipeline/sync.py for DVC ->
+  Snakemake).
+
+Imports stay light (no torch): the Snakefile runs this on every invocation.
+"""
+
+import base64
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from .params import load_yaml
+
+PARAMS = "params.yaml"
+
+
+def _merge(base, override):
+    """Snakemake's config merge: nested mappings merge, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _numbers_from(parsed, snakemake_value):
+    """Snakemake reads --configfile with YAML 1.1, where `1e-3` is a string: take the number
+    our YAML 1.2 reading of that file found at the same key path."""
+    if isinstance(snakemake_value, dict) and isinstance(parsed, dict):
+        return {k: _numbers_from(parsed.get(k), v) for k, v in snakemake_value.items()}
+    if isinstance(snakemake_value, str) and isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+        return parsed
+    return snakemake_value
+
+
+def effective_params(configfiles, overrides, path=PARAMS):
+    """(params file the stages read, its mapping): `path` with Snakemake's --configfile files
+    and --config values (`overrides`, already merged by Snakemake) on top. Raises ParamsError."""
+    base = load_yaml(path)
+    overrides = dict(overrides or {})
+    for configfile in configfiles or ():
+        overrides = _numbers_from(load_yaml(configfile), overrides)
+    merged = _merge(base, overrides)
+    if merged == base:
+        return path, base
+    text = json.dumps(merged, indent=1, sort_keys=False)  # JSON is YAML: the stages read it as usual
+    resolved = Path(".snakemake/params") / f"{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    if not resolved.exists() or resolved.read_text() != text:
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+        resolved.write_text(text)
+    return str(resolved), merged
+
+
+def _corrupt(path):
+    """Why a finished output cannot be read, or None. Cheap: a zip's central directory (every
+    .pt is one), JSON parsing, a PNG's last chunk; a folder or other file passes."""
+    if path.is_dir():
+        return None
+    try:
+        if path.suffix == ".pt":
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".png":
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - 12))
+                if f.read(12)[4:8] != b"IEND":
+                    return "no PNG end chunk"
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
+
+
+def remove_corrupt(paths):
+    """Remove every present output in `paths` that cannot be read (it holds nothing to keep),
+    saying so on stderr: Snakemake then remakes it."""
+    for path in map(Path, paths):
+        why = _corrupt(path) if path.exists() else None
+        if why:
+            path.unlink()
+            print(f"removed {path}: truncated or corrupt ({why}); it will be remade", file=sys.stderr)
+
+
+def _has_metadata(path):
+    """Whether Snakemake holds a record (params, code, checksums) of `path`: one it made or
+    `--touch`ed, not one DVC made or pulled."""
+    key = base64.urlsafe_b64encode(str(path).encode()).decode()
+    parts = [key[i:i + 254] for i in range(0, len(key), 254)]
+    return Path(".snakemake/metadata", *["@" + p for p in parts[:-1]], parts[-1]).exists()
+
+
+def age_stale_unrecorded(params_file, metrics, runs):
+    """Snakemake sees a params change only through its own records: for cells whose metrics
+    were made outside it (dvc repro, a pull; `python -m pipeline.sync` records them), compare
+    their fingerprints with the current params and code instead. A stale file (the model when
+    its settings changed, else the samples when theirs did, else the metrics) gets the time
+    1970-01-01, older than its inputs, so that Snakemake remakes it and what follows; nothing is
+    deleted. Each is said on stderr. `metrics`: {cell: JSON path}; `runs`: the runs folder."""
+    unrecorded = {cell: Path(p) for cell, p in metrics.items() if Path(p).exists() and not _has_metadata(p)}
+    if not unrecorded:
+        return []
+    from . import provenance
+    from .params import load
+
+    params = load(params_file)
+    for cell, path in unrecorded.items():
+        try:
+            found = json.loads(path.read_text())["fingerprint"]
+            inputs = found["inputs"]
+            model = provenance.model_record(params, cell, inputs["model"]["inputs"]["data"])
+            expected = provenance.metrics_record(params, inputs["data"], inputs["evaluator"],
+                                                 {"id": inputs["reference"]}, model,
+                                                 provenance.samples_record(params, cell, model))
+        except (ValueError, KeyError, TypeError):
+            found, expected = None, None
+        if found is not None and found["id"] == expected["id"]:
+            continue
+        if found is None or found["inputs"]["model"]["id"] != expected["inputs"]["model"]["id"]:
+            remake = Path(runs, "train", f"{cell}.pt")
+        elif found["inputs"]["samples"]["id"] != expected["inputs"]["samples"]["id"]:
+            remake = Path(runs, "samples", f"{cell}.pt")
+        else:
+            remake = path
+        why = provenance.difference(found, expected) if found else "no fingerprint"
+        if remake.exists():
+            os.utime(remake, (0, 0))
+        print(f"{path} was made outside Snakemake from other params or code ({why}): {remake} and what "
+              "follows from it will be remade", file=sys.stderr)
+
+
+def record_in_dvc(params_file, snakemake_cmd):
+    """After a successful run: when it used params.yaml itself and Snakemake has nothing left
+    to do, `dvc commit` the outputs into dvc.lock (DVC then has nothing to do either)."""
+    if params_file != PARAMS:
+        print(f"dvc.lock not updated: this run used --config/--configfile values ({params_file}), "
+              "which params.yaml does not hold", file=sys.stderr)
+        return
+    if not Path(".dvc").is_dir() or os.environ.get("DIFFUSION_SKIP_DVC_COMMIT"):
+        return
+    dry = subprocess.run([*snakemake_cmd, "-n", "--nolock", "--quiet", "rules"], capture_output=True, text=True)
+    if dry.returncode != 0 or "Nothing to be done" not in dry.stdout + dry.stderr:
+        print("dvc.lock not updated: Snakemake still has jobs to run (a partial target?)", file=sys.stderr)
+        return
+    commit = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
+                            capture_output=True, text=True)
+    if commit.returncode != 0:
+        lines = (commit.stderr or commit.stdout).strip().splitlines()
+        print(f"dvc.lock not updated: dvc commit failed: {lines[-1] if lines else commit.returncode}", file=sys.stderr)
+    else:
+        print("dvc.lock records this run: dvc status has nothing to do", file=sys.stderr)
