@@ -18,18 +18,25 @@ from pipeline.params import ParamsError, Paths, validate_once
 from pipeline.provenance import stage_code
 
 try:  # every mistake is one line, before any job runs (cached while nothing changes)
-    PARAMS_FILE, effective = glue.effective_params(workflow.config_settings.configfiles,
-                                                   workflow.config_settings.overwrite_config)
+    settings = workflow.config_settings
+    PARAMS_FILE, effective = glue.effective_params(settings.configfiles, settings.overwrite_config, settings.config)
     validate_once(PARAMS_FILE)
 except ParamsError as err:
     sys.exit(f"error: {err}")
 config.clear()
 config.update(effective)
-P = f"--params {PARAMS_FILE}"  # every stage reads the params Snakemake planned with
 
 # Every path is built from the experiment's folders (params.yaml `paths:`), so that each
 # experiment keeps its outputs beside the others'.
 PATHS = {**vars(Paths()), **config.get("paths", {})}
+
+
+def command(stage, args, **paths):
+    """A stage's shell command: every stage reads the params Snakemake planned with. `paths`
+    fill `<name>` placeholders in `args` (folders from params.yaml `paths:`)."""
+    for name, path in paths.items():
+        args = args.replace(f"<{name}>", path)
+    return f"python -m pipeline.{stage} --params {PARAMS_FILE} {args}"
 
 
 def data(path):
@@ -67,7 +74,7 @@ if workflow.exec_mode == ExecMode.DEFAULT and not workflow.touch:  # not inside 
 
 
 onsuccess:
-    glue.record_in_dvc(PARAMS_FILE, [sys.argv[0], "--cores", "1"])
+    glue.record_in_dvc(PARAMS_FILE, [sys.argv[0], "--cores", "1"], [PATHS[k] for k in ("data", "runs", "results")])
 
 
 report: "report/workflow.rst"
@@ -128,9 +135,11 @@ rule validate:
         runs("params.valid"),
     params:
         **config,
+    log:
+        logs("validate.log"),
     threads: 1
     shell:
-        "python -m pipeline.params " + P + " --stamp {output}"
+        command("params", "--stamp {output} 2> {log}")
 
 
 rule prepare:
@@ -149,7 +158,7 @@ rule prepare:
     resources:
         mem_mb=1000,
     shell:
-        "python -m pipeline.prepare " + P + " --train {output.train} --heldout {output.heldout} 2> {log}"
+        command("prepare", "--train {output.train} --heldout {output.heldout} 2> {log}")
 
 
 rule evaluator:
@@ -170,8 +179,11 @@ rule evaluator:
     resources:
         mem_mb=1000,
     shell:
-        "python -m pipeline.evaluator " + P + " --train {input.train} --heldout {input.heldout}"
-        " --out {output.weights} --metrics {output.metrics} 2> {log}"
+        command(
+            "evaluator",
+            "--train {input.train} --heldout {input.heldout}"
+            " --out {output.weights} --metrics {output.metrics} 2> {log}",
+        )
 
 
 rule reference:
@@ -193,8 +205,11 @@ rule reference:
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.reference " + P + " --train {input.train} --heldout {input.heldout}"
-        " --evaluator {input.evaluator} --cache-dir {output.cache} --out {output.metrics} 2> {log}"
+        command(
+            "reference",
+            "--train {input.train} --heldout {input.heldout}"
+            " --evaluator {input.evaluator} --cache-dir {output.cache} --out {output.metrics} 2> {log}",
+        )
 
 
 # Cacheable between workflows and projects (`--cache` with SNAKEMAKE_OUTPUT_CACHE, see
@@ -222,9 +237,12 @@ rule train:
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.train " + P + " --cell {wildcards.cell} --data {input.data}"
-        " --out {output.model} --checkpoint " + runs("checkpoints/{wildcards.cell}.pt")
-        + " --live {log.live} 2> {log.stderr}"
+        command(
+            "train",
+            "--cell {wildcards.cell} --data {input.data} --out {output.model}"
+            " --checkpoint <checkpoint> --live {log.live} 2> {log.stderr}",
+            checkpoint=runs("checkpoints/{wildcards.cell}.pt"),
+        )
 
 
 rule curves:
@@ -271,8 +289,11 @@ rule sample:
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.sample " + P + " --model {input.model} --data {input.data}"
-        " --out {output.samples} --grid {output.grid} 2> {log}"
+        command(
+            "sample",
+            "--model {input.model} --data {input.data}"
+            " --out {output.samples} --grid {output.grid} 2> {log}",
+        )
 
 
 rule evaluate:
@@ -298,10 +319,13 @@ rule evaluate:
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.evaluate " + P + " --cell {wildcards.cell} --model {input.model}"
-        " --samples {input.samples} --train {input.train} --heldout {input.heldout}"
-        " --evaluator {input.evaluator} --reference {input.reference}"
-        " --cache-dir {input.cache} --out {output.metrics} 2> {log}"
+        command(
+            "evaluate",
+            "--cell {wildcards.cell} --model {input.model}"
+            " --samples {input.samples} --train {input.train} --heldout {input.heldout}"
+            " --evaluator {input.evaluator} --reference {input.reference}"
+            " --cache-dir {input.cache} --out {output.metrics} 2> {log}",
+        )
 
 
 rule aggregate:
@@ -326,11 +350,14 @@ rule aggregate:
         logs("benchmarks/aggregate.tsv"),
     threads: dag.threads("aggregate")
     shell:
-        "python -m pipeline.aggregate " + P + " --metrics-dir " + results("metrics")
-        + " --reference {input.reference} --train {input.train} --heldout {input.heldout}"
-        " --evaluator {input.evaluator} --evaluator-metrics {input.evaluator_metrics}"
-        " --csv {output.csv} --summary {output.summary} --markdown {output.markdown}"
-        " --latex {output.latex} 2> {log}"
+        command(
+            "aggregate",
+            "--metrics-dir <metrics> --reference {input.reference} --train {input.train} --heldout {input.heldout}"
+            " --evaluator {input.evaluator} --evaluator-metrics {input.evaluator_metrics}"
+            " --csv {output.csv} --summary {output.summary} --markdown {output.markdown}"
+            " --latex {output.latex} 2> {log}",
+            metrics=results("metrics"),
+        )
 
 
 rule plot:
@@ -357,9 +384,14 @@ rule plot:
         logs("benchmarks/plot.tsv"),
     threads: dag.threads("plot")
     shell:
-        "python -m pipeline.plot " + P + " --metrics {input.metrics} --summary {input.summary}"
-        " --reference {input.reference} --train-dir " + results("train")
-        + " --samples-dir " + results("samples") + " --out-dir " + results("plots") + " 2> {log}"
+        command(
+            "plot",
+            "--metrics {input.metrics} --summary {input.summary}"
+            " --reference {input.reference} --train-dir <train> --samples-dir <samples> --out-dir <plots> 2> {log}",
+            train=results("train"),
+            samples=results("samples"),
+            plots=results("plots"),
+        )
 
 
 rule sampler_study:
@@ -385,10 +417,13 @@ rule sampler_study:
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.sampler_study " + P + " --cell {wildcards.cell} --sampler {wildcards.sampler}"
-        " --nfe {wildcards.nfe} --model {input.model} --train {input.train} --heldout {input.heldout}"
-        " --evaluator {input.evaluator} --reference {input.reference} --cache-dir {input.cache}"
-        " --out {output.metrics} 2> {log}"
+        command(
+            "sampler_study",
+            "--cell {wildcards.cell} --sampler {wildcards.sampler}"
+            " --nfe {wildcards.nfe} --model {input.model} --train {input.train} --heldout {input.heldout}"
+            " --evaluator {input.evaluator} --reference {input.reference} --cache-dir {input.cache}"
+            " --out {output.metrics} 2> {log}",
+        )
 
 
 rule sampler_table:
@@ -413,7 +448,10 @@ rule sampler_table:
         logs("benchmarks/sampler_table.tsv"),
     threads: dag.threads("sampler_table")
     shell:
-        "python -m pipeline.sampler_table " + P + " --study-dir " + results("sampler_study")
-        + " --reference {input.reference} --train {input.train} --heldout {input.heldout}"
-        " --evaluator {input.evaluator} --evaluator-metrics {input.evaluator_metrics}"
-        " --csv {output.csv} --markdown {output.markdown} --plot {output.plot} 2> {log}"
+        command(
+            "sampler_table",
+            "--study-dir <study> --reference {input.reference} --train {input.train} --heldout {input.heldout}"
+            " --evaluator {input.evaluator} --evaluator-metrics {input.evaluator_metrics}"
+            " --csv {output.csv} --markdown {output.markdown} --plot {output.plot} 2> {log}",
+            study=results("sampler_study"),
+        )

@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -49,3 +50,12 @@ def import_diffusers():
     import diffusers
 
     return diffusers
+
+
+def train_log(path):
+    """(training-loop seconds, peak resident MB) from a train stage's log, where the stage
+    writes them (never into its outputs, which must not change with the machine's speed)."""
+    text = Path(path).read_text()
+    seconds = re.search(r": \d+ steps in ([0-9.]+) s$", text, re.M)
+    peak = re.search(r"peak memory ([0-9]+) MB$", text, re.M)
+    return (float(seconds.group(1)) if seconds else float("nan"), float(peak.group(1)) if peak else float("nan"))

@@ -1,7 +1,7 @@
 """Per-stage seconds and peak memory of the last `snakemake` run, from the `benchmark:` files
 each rule writes under logs/benchmarks/ (Snakemake's own measurement: wall seconds, CPU
 seconds and peak resident memory of the job's process tree); train, which Snakemake's output
-cache forbids to benchmark, from results/train/*/summary.json (training-loop seconds, peak
+cache forbids to benchmark, from its logs (logs/train/*.log: training-loop seconds, peak
 resident memory of the stage's process). Prints one line per rule
 (jobs, total, mean and max seconds, peak RSS) and the grid's CPU total, and writes
 benchmarks/results/stage_times.json. Goal: no training job over 2 GiB on the default config.
@@ -9,11 +9,10 @@ Pass --wall SECONDS (the measured `snakemake --cores all` wall time) to record i
 
 import argparse
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 
-from common import write
+from common import train_log, write
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "logs" / "benchmarks"
@@ -45,10 +44,10 @@ def main():
         rule = path.relative_to(BENCH).parts[0].removesuffix(".tsv")
         jobs[rule].append({"job": str(path.relative_to(BENCH)), "seconds": float(row["s"]),
                            "cpu_seconds": number(row, "cpu_time"), "max_rss_mb": number(row, "max_rss")})
-    for path in sorted((ROOT / "results" / "train").glob("*/summary.json")):
-        summary = json.loads(path.read_text())
-        jobs["train"].append({"job": str(path.relative_to(ROOT)), "seconds": summary["seconds"],
-                              "cpu_seconds": float("nan"), "max_rss_mb": summary.get("max_rss_mb", float("nan"))})
+    for path in sorted((ROOT / "logs" / "train").glob("*.log")):
+        seconds, peak = train_log(path)
+        jobs["train"].append({"job": str(path.relative_to(ROOT)), "seconds": seconds,
+                              "cpu_seconds": float("nan"), "max_rss_mb": peak})
     stages = {}
     print(f"{'rule':<15}{'jobs':>5}{'total s':>10}{'mean s':>9}{'max s':>9}{'peak RSS MB':>13}")
     for rule, rows in jobs.items():

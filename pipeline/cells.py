@@ -64,7 +64,7 @@ def cmd_show(params, cell_id):
         "cell": cell_id, "status": state,
         "params": {**dataclasses.asdict(params.cells[cell_id]),
                    "train": dataclasses.asdict(params.cell_train(cell_id))},
-        "metrics": {k: v for k, v in metrics.items() if k != "provenance"},
+        "metrics": {k: v for k, v in metrics.items() if k not in ("fingerprint", "versions")},
         "paths": {k: v + ("" if Path(v).exists() else "  (missing)") for k, v in paths(params, cell_id).items()},
     }, indent=2))
 

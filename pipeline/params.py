@@ -542,6 +542,15 @@ def load_yaml(path="params.yaml"):
         raise ParamsError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
 
 
+def yaml_scalar(text):
+    """A command-line value as YAML 1.2 reads it: '5e-4' -> 0.0005, 'true' -> True, else text."""
+    try:
+        value = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, bool)) or value is None else text
+
+
 def load(path="params.yaml") -> Params:
     path = Path(path)
     raw = load_yaml(path)

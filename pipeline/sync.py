@@ -17,6 +17,8 @@ import subprocess
 import sys
 
 from .io import StageError, run_stage
+from .params import load_yaml
+from .workflow import dvc_commit, file_times_kept
 
 
 def _snakemake():
@@ -37,8 +39,16 @@ def snakemake_up_to_date():
     return "Nothing to be done" in out.stdout + out.stderr
 
 
+def folders(params_file):
+    """The experiment's data, runs and results folders (params `paths:`)."""
+    paths = load_yaml(params_file).get("paths", {})
+    return [paths.get(k, k) for k in ("data", "runs", "results")]
+
+
 def main(argv=None):
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
     dvc_done = dvc_up_to_date()
     if dvc_done:  # record every output in Snakemake's metadata, even where its file times agree
         touch = subprocess.run([_snakemake(), "--touch", "--forceall", "--cores", "1", "--quiet", "--no-hooks"],
@@ -47,10 +57,10 @@ def main(argv=None):
             raise StageError(f"snakemake --touch did not bring Snakemake up to date:\n{touch.stderr[-2000:]}")
         print("Snakemake now records DVC's outputs: snakemake -n and dvc status both have nothing to do")
     elif snakemake_up_to_date():
-        commit = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
-                                capture_output=True, text=True)
-        if commit.returncode != 0 or not dvc_up_to_date():
-            raise StageError(f"dvc commit did not bring DVC up to date: {commit.stderr.strip()[-500:]}")
+        with file_times_kept(folders(args.params)):
+            error = dvc_commit()
+        if error or not dvc_up_to_date():
+            raise StageError(f"dvc commit did not bring DVC up to date: {error}")
         print("dvc.lock now records Snakemake's outputs: snakemake -n and dvc status both have nothing to do")
     else:
         raise StageError("neither tool has finished (snakemake -n and dvc status both list work): run "

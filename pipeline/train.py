@@ -280,7 +280,8 @@ def _train_and_write(params, args, runtime):
     save_torch(state, args.out)
     checkpoint_path.unlink(missing_ok=True)  # finished: the outputs supersede it
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(f"{args.cell}: {status['status']} after {status['step']} steps; peak memory {peak_mb:.0f} MB")
+    print(f"{args.cell}: {status['status']} after {status['step']} steps; peak memory {peak_mb:.0f} MB",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

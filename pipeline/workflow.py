@@ -17,6 +17,7 @@ Imports stay light (no torch): the Snakefile runs this on every invocation.
 """
 
 import base64
+import contextlib
 import copy
 import hashlib
 import json
@@ -26,7 +27,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .params import load_yaml
+from .params import load_yaml, yaml_scalar
 
 PARAMS = "params.yaml"
 
@@ -52,14 +53,22 @@ def _numbers_from(parsed, snakemake_value):
     return snakemake_value
 
 
-def effective_params(configfiles, overrides, path=PARAMS):
+def _scalars(value):
+    """--config values: Snakemake reads nested ones as text ('{seed: 4}' -> {'seed': '4'})."""
+    if isinstance(value, dict):
+        return {k: _scalars(v) for k, v in value.items()}
+    return yaml_scalar(value) if isinstance(value, str) else value
+
+
+def effective_params(configfiles, overrides, config_values, path=PARAMS):
     """(params file the stages read, its mapping): `path` with Snakemake's --configfile files
-    and --config values (`overrides`, already merged by Snakemake) on top. Raises ParamsError."""
+    and --config values (`overrides`: both, as Snakemake merged them; `config_values`: the
+    --config ones alone) on top, numbers read as YAML 1.2 reads them. Raises ParamsError."""
     base = load_yaml(path)
     overrides = dict(overrides or {})
     for configfile in configfiles or ():
         overrides = _numbers_from(load_yaml(configfile), overrides)
-    merged = _merge(base, overrides)
+    merged = _merge(_merge(base, overrides), _scalars(dict(config_values or {})))
     if merged == base:
         return path, base
     text = json.dumps(merged, indent=1, sort_keys=False)  # JSON is YAML: the stages read it as usual
@@ -142,15 +151,43 @@ def age_stale_unrecorded(params_file, metrics, runs):
         else:
             remake = path
         why = provenance.difference(found, expected) if found else "no fingerprint"
-        if remake.exists():
-            os.utime(remake, (0, 0))
+        if not remake.exists():
+            continue  # it is made anyway
+        os.utime(remake, (1, 1))  # not 0: Snakemake skips its time check for an output time of 0
         print(f"{path} was made outside Snakemake from other params or code ({why}): {remake} and what "
               "follows from it will be remade", file=sys.stderr)
 
 
-def record_in_dvc(params_file, snakemake_cmd):
+@contextlib.contextmanager
+def file_times_kept(folders):
+    """Restore the access and modification times of every file under `folders` on exit:
+    `dvc commit` re-links outputs from its cache, which gives them new times in no particular
+    order, and Snakemake would then see an output newer than what was made from it."""
+    times = {p: (p.stat().st_atime_ns, p.stat().st_mtime_ns)
+             for folder in folders for p in Path(folder).rglob("*") if p.is_file()}
+    try:
+        yield
+    finally:
+        for path, (atime, mtime) in times.items():
+            if path.is_file():
+                os.utime(path, ns=(atime, mtime))
+
+
+def dvc_commit():
+    """`dvc commit --force` (records every stage's outputs in dvc.lock); None or its last line
+    of error."""
+    commit = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
+                            capture_output=True, text=True)
+    if commit.returncode == 0:
+        return None
+    lines = (commit.stderr or commit.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit status {commit.returncode}"
+
+
+def record_in_dvc(params_file, snakemake_cmd, folders):
     """After a successful run: when it used params.yaml itself and Snakemake has nothing left
-    to do, `dvc commit` the outputs into dvc.lock (DVC then has nothing to do either)."""
+    to do, `dvc commit` the outputs into dvc.lock (DVC then has nothing to do either),
+    keeping the times of the files under `folders`."""
     if params_file != PARAMS:
         print(f"dvc.lock not updated: this run used --config/--configfile values ({params_file}), "
               "which params.yaml does not hold", file=sys.stderr)
@@ -161,10 +198,9 @@ def record_in_dvc(params_file, snakemake_cmd):
     if dry.returncode != 0 or "Nothing to be done" not in dry.stdout + dry.stderr:
         print("dvc.lock not updated: Snakemake still has jobs to run (a partial target?)", file=sys.stderr)
         return
-    commit = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
-                            capture_output=True, text=True)
-    if commit.returncode != 0:
-        lines = (commit.stderr or commit.stdout).strip().splitlines()
-        print(f"dvc.lock not updated: dvc commit failed: {lines[-1] if lines else commit.returncode}", file=sys.stderr)
+    with file_times_kept(folders):
+        error = dvc_commit()
+    if error:
+        print(f"dvc.lock not updated: dvc commit failed: {error}", file=sys.stderr)
     else:
         print("dvc.lock records this run: dvc status has nothing to do", file=sys.stderr)

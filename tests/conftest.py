@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ("Snakefile", "dvc.yaml", ".dvcignore", "pipeline", "diffusion", "report")
+PROJECT_FILES = ("Snakefile", "dvc.yaml", ".dvcignore", "pipeline", "diffusion", "report", "profiles")
 
 
 def tool(name):
