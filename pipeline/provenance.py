@@ -212,7 +212,8 @@ def check(items):
         if not isinstance(found, dict) or "id" not in found:
             stale.setdefault("no fingerprint: made by older code", []).append(name)
         elif found["id"] != expected["id"]:
-            stale.setdefault(difference(found, expected), []).append(name)
+            why = difference(found, expected) or "its fingerprint does not match its content (edited?)"
+            stale.setdefault(why, []).append(name)
     if stale:
         what = "; ".join(f"{', '.join(names)}: {why}" for why, names in stale.items())
         raise StageError(f"stale inputs, made from other params, code or data than now: {what}. "
