@@ -74,7 +74,8 @@ if workflow.exec_mode == ExecMode.DEFAULT and not workflow.touch:  # not inside 
 
 
 onsuccess:
-    glue.record_in_dvc(PARAMS_FILE, [sys.argv[0], "--cores", "1"], [PATHS[k] for k in ("data", "runs", "results")])
+    glue.record_in_dvc(PARAMS_FILE, [sys.executable, "-m", "snakemake", "--cores", "1"],
+                       [PATHS[k] for k in ("data", "runs", "results")])
 
 
 report: "report/workflow.rst"
