@@ -59,6 +59,7 @@ CELLS = list(config["cells"])
 STUDY = config["sampler_study"]
 STUDY_POINTS = expand(results("sampler_study/{cell}/{sampler}-{nfe}.json"),
                       cell=STUDY["cells"], sampler=STUDY["samplers"], nfe=STUDY["nfe"])
+PLOTS = ("fid_heatmap", "fid_spread", "memorization", "loss_curves", "loss_profile", "samples", "uncertainty")
 CELL_ARTIFACTS = [runs("train/{cell}.pt"), results("train/{cell}/losses.csv"), results("train/{cell}/profile.csv"),
                   results("train/{cell}/summary.json"), runs("samples/{cell}.pt"), results("samples/{cell}.png"),
                   results("metrics/{cell}.json")]
@@ -67,9 +68,11 @@ CELL_ARTIFACTS = [runs("train/{cell}.pt"), results("train/{cell}/losses.csv"), r
 ARTIFACTS = [runs("params.valid"), data("train.pt"), data("heldout.pt"), runs("evaluator.pt"),
              results("evaluator.json"), results("reference.json"), *expand(CELL_ARTIFACTS, cell=CELLS),
              *STUDY_POINTS, results("metrics.csv"), results("summary.csv"), results("table.md"),
-             results("table.tex"), results("plots/fid_heatmap.png"), results("sampler_table.md")]
+             results("table.tex"), *expand(results("plots/{name}.png"), name=PLOTS), results("sampler_table.md"),
+             results("sampler_table.csv"), results("plots/sampler_study.png")]
 if workflow.exec_mode == ExecMode.DEFAULT and not workflow.touch:  # not inside a cluster job
-    glue.remove_corrupt(ARTIFACTS)
+    glue.remove_corrupt([*ARTIFACTS, runs("reference")])
+    glue.age_edited(ARTIFACTS)
     glue.age_stale_unrecorded(PARAMS_FILE, {c: results(f"metrics/{c}.json") for c in CELLS}, PATHS["runs"])
 
 

@@ -6,6 +6,8 @@
   them, a resolved copy under .snakemake/params/ whose path every command passes.
 - `remove_corrupt`: an output that is present but truncated or corrupt is removed, so that
   Snakemake remakes it (it would otherwise count as done, or fail every rerun downstream).
+- `age_edited`: an output changed after Snakemake made it (a text file truncated or edited,
+  which no parser can tell) no longer has the time Snakemake recorded; it is remade.
 - `age_stale_unrecorded`: outputs that DVC made (or a pull brought) carry no Snakemake record
   of their params, so Snakemake cannot see a params change since; their fingerprints can, and
   a stale one is dated 1970 so that Snakemake remakes it (a dry run shows the same plan).
@@ -22,6 +24,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -79,25 +82,46 @@ def effective_params(configfiles, overrides, config_values, path=PARAMS):
     return str(resolved), merged
 
 
+def _corrupt_file(path):
+    if path.suffix == ".pt":
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    elif path.suffix == ".json":
+        json.loads(path.read_text())
+    elif path.suffix == ".png":
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 12))
+            if f.read(12)[4:8] != b"IEND":
+                return "no PNG end chunk"
+    return None
+
+
+def _corrupt_folder(path):
+    """The reference statistics' folder: every file readable, and as many files for the
+    held-out set as for the training set (torch-fidelity's cache) or the points marker."""
+    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    for file in files:
+        try:
+            why = _corrupt_file(file)
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            why = str(err).splitlines()[0] or type(err).__name__
+        if why:
+            return f"{file.name}: {why}"
+    counts = {split: sum(p.name.startswith(f"{split}-") for p in files) for split in ("train", "heldout")}
+    if not (path / "points.json").exists() and (counts["train"] == 0 or counts["train"] != counts["heldout"]):
+        return f"incomplete ({counts['train']} training and {counts['heldout']} held-out statistics files)"
+    return None
+
+
 def _corrupt(path):
     """Why a finished output cannot be read, or None. Cheap: a zip's central directory (every
-    .pt is one), JSON parsing, a PNG's last chunk; a folder or other file passes."""
-    if path.is_dir():
-        return None
+    .pt is one), JSON parsing, a PNG's last chunk, a folder's files; other files pass (see
+    `age_edited` for those)."""
     try:
-        if path.suffix == ".pt":
-            with zipfile.ZipFile(path) as archive:
-                archive.namelist()
-        elif path.suffix == ".json":
-            json.loads(path.read_text())
-        elif path.suffix == ".png":
-            with open(path, "rb") as f:
-                f.seek(max(0, path.stat().st_size - 12))
-                if f.read(12)[4:8] != b"IEND":
-                    return "no PNG end chunk"
+        why = _corrupt_folder(path) if path.is_dir() else _corrupt_file(path)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        return str(err).splitlines()[0] if str(err) else type(err).__name__
-    return None
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return why and (why if why.startswith("incomplete") else f"truncated or corrupt ({why})")
 
 
 def remove_corrupt(paths):
@@ -106,16 +130,44 @@ def remove_corrupt(paths):
     for path in map(Path, paths):
         why = _corrupt(path) if path.exists() else None
         if why:
-            path.unlink()
-            print(f"removed {path}: truncated or corrupt ({why}); it will be remade", file=sys.stderr)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            print(f"removed {path}: {why}; it will be remade", file=sys.stderr)
+
+
+def _metadata_path(path):
+    """Where Snakemake keeps its record (params, code, checksums, end time) of `path`: present
+    for one it made or `--touch`ed, not for one DVC made or a pull brought."""
+    key = base64.urlsafe_b64encode(str(path).encode()).decode()
+    parts = [key[i:i + 254] for i in range(0, len(key), 254)]
+    return Path(".snakemake/metadata", *["@" + p for p in parts[:-1]], parts[-1])
 
 
 def _has_metadata(path):
-    """Whether Snakemake holds a record (params, code, checksums) of `path`: one it made or
-    `--touch`ed, not one DVC made or pulled."""
-    key = base64.urlsafe_b64encode(str(path).encode()).decode()
-    parts = [key[i:i + 254] for i in range(0, len(key), 254)]
-    return Path(".snakemake/metadata", *["@" + p for p in parts[:-1]], parts[-1]).exists()
+    return _metadata_path(path).exists()
+
+
+def _made_by_snakemake(path):
+    """Snakemake made (or touched) `path` and it has not changed since."""
+    record = _metadata_path(path)
+    try:
+        endtime = json.loads(record.read_text()).get("endtime")
+    except (OSError, ValueError):
+        return False
+    return endtime is not None and abs(Path(path).stat().st_mtime - endtime) <= 1e-3
+
+
+def age_edited(paths):
+    """Outputs changed after Snakemake made them (edited, truncated, replaced by another tool)
+    would count as done: Snakemake recorded their end time, which their file time no longer
+    matches. Forget that record and date them 1970, so that the job that makes them runs
+    again (Snakemake compares small inputs by checksum when it has a record, so the date
+    alone would not do). Each is said on stderr."""
+    for path in map(Path, paths):
+        record = _metadata_path(path)
+        if path.is_file() and record.is_file() and not _made_by_snakemake(path):
+            record.unlink()
+            os.utime(path, (1, 1))  # not 0: Snakemake skips its time check for an output time of 0
+            print(f"{path} changed after Snakemake made it: it will be remade", file=sys.stderr)
 
 
 def age_stale_unrecorded(params_file, metrics, runs):
@@ -173,6 +225,17 @@ def file_times_kept(folders):
                 os.utime(path, ns=(atime, mtime))
 
 
+def _changed_outs():
+    """The outputs `dvc status` finds changed (modified or deleted) against dvc.lock."""
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
+    try:
+        status = json.loads(out.stdout or "{}")
+    except ValueError:
+        return []
+    return [path for entries in status.values() for entry in entries if isinstance(entry, dict)
+            for path in entry.get("changed outs", {})]
+
+
 def dvc_commit():
     """`dvc commit --force` (records every stage's outputs in dvc.lock); None or its last line
     of error."""
@@ -197,6 +260,12 @@ def record_in_dvc(params_file, snakemake_cmd, folders):
     dry = subprocess.run([*snakemake_cmd, "-n", "--nolock", "--quiet", "rules"], capture_output=True, text=True)
     if dry.returncode != 0 or "Nothing to be done" not in dry.stdout + dry.stderr:
         print("dvc.lock not updated: Snakemake still has jobs to run (a partial target?)", file=sys.stderr)
+        return
+    foreign = [p for p in _changed_outs() if Path(p).is_file() and not _made_by_snakemake(p)]
+    if foreign:
+        print(f"dvc.lock not updated: {', '.join(foreign)} differ from what dvc.lock records and Snakemake did "
+              "not make them (edited, or damaged?): remake them with `dvc repro` or `snakemake --forcerun <rule>`",
+              file=sys.stderr)
         return
     with file_times_kept(folders):
         error = dvc_commit()

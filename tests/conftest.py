@@ -36,12 +36,13 @@ def run(cmd, cwd, check=True, env=None):
     return result
 
 
-def make_project(dest, params_file):
-    """Copy the project's DAG and code into dest with params_file as its params.yaml."""
+def make_project(dest, params_file, source=ROOT):
+    """Copy the project's DAG and code (from `source`: this checkout, or a copy of it) into
+    dest with params_file as its params.yaml."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
-        src = ROOT / name
+        src = Path(source) / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:

@@ -135,19 +135,38 @@ def test_a_killed_training_job_is_remade_with_the_new_settings(copy):
 
 
 def test_deleted_or_truncated_artifacts_are_remade_identically(grid, copy):
-    """Defect 2: a missing sample file, metrics JSON or loss curve, and a truncated model, are
-    remade (the same bytes: nothing else changed)."""
-    gone = ["runs/samples/eps-eps.pt", "results/metrics/x0-eps.json", "results/train/x0-vlb/losses.csv"]
+    """Defect 2: a missing sample file, metrics JSON or loss curve, a truncated model, a
+    truncated table (text: no parser can tell) and a file missing from the reference
+    statistics' folder are all remade, to the same bytes (nothing else changed)."""
+    gone = ["runs/samples/eps-eps.pt", "results/metrics/x0-eps.json", "results/train/x0-vlb/losses.csv",
+            next(p.relative_to(copy) for p in (copy / "runs/reference").glob("heldout-*"))]
     for name in gone:
         (copy / name).unlink()
-    model = copy / "runs/train/eps-vlb.pt"
-    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    for name in ("runs/train/eps-vlb.pt", "results/table.md"):
+        damaged = copy / name
+        damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     plan = planned(copy)
-    assert "truncated or corrupt" in plan and UP_TO_DATE not in plan
-    snakemake(copy)
+    assert "runs/train/eps-vlb.pt: truncated or corrupt" in plan and "removed runs/reference: incomplete" in plan
+    assert "results/table.md changed after Snakemake made it" in plan
+    result = snakemake(copy)
+    assert "dvc.lock records this run" in result.stderr
     for name in [*gone, "runs/train/eps-vlb.pt", "results/metrics/eps-vlb.json", "results/table.md"]:
         assert (copy / name).read_bytes() == (grid / name).read_bytes(), name
-    assert UP_TO_DATE in planned(copy)
+    assert UP_TO_DATE in planned(copy) and DVC_UP_TO_DATE in dvc_status(copy)
+
+
+def test_a_damaged_output_made_outside_snakemake_is_never_committed(copy):
+    """Snakemake has no record of a file DVC made; damaged, it cannot tell. Its last step must
+    then not record the damage in dvc.lock, where neither tool would ever remake it."""
+    shutil.rmtree(copy / ".snakemake" / "metadata")
+    table = copy / "results/table.md"
+    table.write_bytes(table.read_bytes()[:100])
+    (copy / "results/plots/fid_spread.png").unlink()
+    result = snakemake(copy)
+    assert "dvc.lock not updated: results/table.md differ from what dvc.lock records" in result.stderr
+    assert "results/table.md" in dvc_status(copy)
+    run([tool("dvc"), "repro"], cwd=copy)
+    assert DVC_UP_TO_DATE in dvc_status(copy)
 
 
 def test_config_overrides_reach_every_stage(copy):
