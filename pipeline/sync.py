@@ -6,8 +6,9 @@ the Snakefile's last step already runs `dvc commit` (pipeline/workflow.py); afte
 run this command: when `dvc status` has nothing to do, it runs `snakemake --touch --forceall`,
 which records DVC's outputs in Snakemake's metadata (their params, code and checksums) without
 running anything (without that record Snakemake cannot see a later params change; the
-Snakefile then falls back on the fingerprints, see pipeline/workflow.py). It also works the other way (`dvc commit` when only Snakemake is up to
-date). It refuses when neither tool has finished: it never marks unfinished work as done.
+Snakefile then falls back on the fingerprints, see pipeline/workflow.py). It also works the
+other way (`dvc commit` when only Snakemake is up to date). It refuses when neither tool has
+finished: it never marks unfinished work as done.
 """
 
 import argparse
@@ -18,24 +19,29 @@ import sys
 
 from .io import StageError, run_stage
 from .params import load_yaml
-from .workflow import dvc_commit, file_times_kept
+from .workflow import commit_to_dvc
 
 
 def _snakemake():
     return shutil.which("snakemake") or "snakemake"
 
 
+def _last_line(result):
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit status {result.returncode}"
+
+
 def dvc_up_to_date():
     out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
     if out.returncode != 0:
-        raise StageError(f"dvc status failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
+        raise StageError(f"dvc status failed: {_last_line(out)}")
     return json.loads(out.stdout or "{}") == {}
 
 
 def snakemake_up_to_date():
     out = subprocess.run([_snakemake(), "-n", "--quiet", "rules", "--cores", "1"], capture_output=True, text=True)
     if out.returncode != 0:
-        raise StageError(f"snakemake -n failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
+        raise StageError(f"snakemake -n failed: {_last_line(out)}")
     return "Nothing to be done" in out.stdout + out.stderr
 
 
@@ -54,13 +60,12 @@ def main(argv=None):
         touch = subprocess.run([_snakemake(), "--touch", "--forceall", "--cores", "1", "--quiet", "--no-hooks"],
                                capture_output=True, text=True)
         if touch.returncode != 0 or not snakemake_up_to_date():
-            raise StageError(f"snakemake --touch did not bring Snakemake up to date:\n{touch.stderr[-2000:]}")
+            raise StageError(f"snakemake --touch did not bring Snakemake up to date: {_last_line(touch)}")
         print("Snakemake now records DVC's outputs: snakemake -n and dvc status both have nothing to do")
     elif snakemake_up_to_date():
-        with file_times_kept(folders(args.params)):
-            error = dvc_commit()
+        error = commit_to_dvc(folders(args.params))
         if error or not dvc_up_to_date():
-            raise StageError(f"dvc commit did not bring DVC up to date: {error}")
+            raise StageError(f"dvc.lock not updated: {error or 'dvc status still lists changes'}")
         print("dvc.lock now records Snakemake's outputs: snakemake -n and dvc status both have nothing to do")
     else:
         raise StageError("neither tool has finished (snakemake -n and dvc status both list work): run "

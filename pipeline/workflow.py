@@ -261,15 +261,21 @@ def record_in_dvc(params_file, snakemake_cmd, folders):
     if dry.returncode != 0 or "Nothing to be done" not in dry.stdout + dry.stderr:
         print("dvc.lock not updated: Snakemake still has jobs to run (a partial target?)", file=sys.stderr)
         return
-    foreign = [p for p in _changed_outs() if Path(p).is_file() and not _made_by_snakemake(p)]
-    if foreign:
-        print(f"dvc.lock not updated: {', '.join(foreign)} differ from what dvc.lock records and Snakemake did "
-              "not make them (edited, or damaged?): remake them with `dvc repro` or `snakemake --forcerun <rule>`",
-              file=sys.stderr)
-        return
-    with file_times_kept(folders):
-        error = dvc_commit()
+    error = commit_to_dvc(folders)
     if error:
-        print(f"dvc.lock not updated: dvc commit failed: {error}", file=sys.stderr)
+        print(f"dvc.lock not updated: {error}", file=sys.stderr)
     else:
         print("dvc.lock records this run: dvc status has nothing to do", file=sys.stderr)
+
+
+def commit_to_dvc(folders):
+    """`dvc commit` what Snakemake made, keeping file times; refused (the reason returned) when
+    an output differs from dvc.lock and Snakemake did not make it: committing it would make
+    the damage permanent, as neither tool would remake it."""
+    foreign = [p for p in _changed_outs() if Path(p).is_file() and not _made_by_snakemake(p)]
+    if foreign:
+        return (f"{', '.join(foreign)} differ from what dvc.lock records and Snakemake did not make them "
+                "(edited, or damaged?): remake them with `dvc repro` or `snakemake --forcerun <rule>`")
+    with file_times_kept(folders):
+        error = dvc_commit()
+    return error and f"dvc commit failed: {error}"
