@@ -91,13 +91,13 @@ def cell_labels(w):
             "weighting": cell["weighting"], "Sigma": cell.get("sigma", "fixed_large")}
 
 
-def trained(w):
-    """What a cell's model depends on: every artifact made from it declares these too."""
-    return {"cell": config["cells"][w.cell], **{k: config[k] for k in ("train", "model", "process", "data")}}
-
-
 def sections(*names):
     return {name: config[name] for name in names}
+
+
+def trained(w):
+    """What a cell's model depends on: every artifact made from it declares these too."""
+    return {"cell": config["cells"][w.cell], **sections("train", "model", "process", "data")}
 
 
 # What the shared scores depend on: the evaluator (trained on the data) and the metrics.

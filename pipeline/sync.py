@@ -12,37 +12,31 @@ finished: it never marks unfinished work as done.
 """
 
 import argparse
-import json
 import shutil
 import subprocess
-import sys
 
 from .io import StageError, run_stage
 from .params import load_yaml
-from .workflow import commit_to_dvc
+from .workflow import commit_to_dvc, dvc_status, last_line, snakemake_done
 
 
 def _snakemake():
-    return shutil.which("snakemake") or "snakemake"
-
-
-def _last_line(result):
-    lines = (result.stderr or result.stdout).strip().splitlines()
-    return lines[-1] if lines else f"exit status {result.returncode}"
+    return [shutil.which("snakemake") or "snakemake", "--cores", "1"]
 
 
 def dvc_up_to_date():
-    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise StageError(f"dvc status failed: {_last_line(out)}")
-    return json.loads(out.stdout or "{}") == {}
+    """(whether `dvc status` has nothing to do, its mapping)."""
+    status, error = dvc_status()
+    if error:
+        raise StageError(f"dvc status failed: {error}")
+    return status == {}, status
 
 
 def snakemake_up_to_date():
-    out = subprocess.run([_snakemake(), "-n", "--quiet", "rules", "--cores", "1"], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise StageError(f"snakemake -n failed: {_last_line(out)}")
-    return "Nothing to be done" in out.stdout + out.stderr
+    done, error = snakemake_done(_snakemake())
+    if error:
+        raise StageError(f"snakemake -n failed: {error}")
+    return done
 
 
 def folders(params_file):
@@ -55,16 +49,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    dvc_done = dvc_up_to_date()
+    dvc_done, status = dvc_up_to_date()
     if dvc_done:  # record every output in Snakemake's metadata, even where its file times agree
-        touch = subprocess.run([_snakemake(), "--touch", "--forceall", "--cores", "1", "--quiet", "--no-hooks"],
+        touch = subprocess.run([*_snakemake(), "--touch", "--forceall", "--quiet", "--no-hooks"],
                                capture_output=True, text=True)
         if touch.returncode != 0 or not snakemake_up_to_date():
-            raise StageError(f"snakemake --touch did not bring Snakemake up to date: {_last_line(touch)}")
+            raise StageError(f"snakemake --touch did not bring Snakemake up to date: {last_line(touch)}")
         print("Snakemake now records DVC's outputs: snakemake -n and dvc status both have nothing to do")
     elif snakemake_up_to_date():
-        error = commit_to_dvc(folders(args.params))
-        if error or not dvc_up_to_date():
+        error = commit_to_dvc(folders(args.params), status)
+        if error or not dvc_up_to_date()[0]:
             raise StageError(f"dvc.lock not updated: {error or 'dvc status still lists changes'}")
         print("dvc.lock now records Snakemake's outputs: snakemake -n and dvc status both have nothing to do")
     else:

@@ -156,6 +156,12 @@ def _made_by_snakemake(path):
     return endtime is not None and abs(Path(path).stat().st_mtime - endtime) <= 1e-3
 
 
+def _age(path):
+    """Date `path` 1970 (second 1: Snakemake skips its time check for an output time of 0), older
+    than anything made from it, so that Snakemake remakes it."""
+    os.utime(path, (1, 1))
+
+
 def age_edited(paths):
     """Outputs changed after Snakemake made them (edited, truncated, replaced by another tool)
     would count as done: Snakemake recorded their end time, which their file time no longer
@@ -166,7 +172,7 @@ def age_edited(paths):
         record = _metadata_path(path)
         if path.is_file() and record.is_file() and not _made_by_snakemake(path):
             record.unlink()
-            os.utime(path, (1, 1))  # not 0: Snakemake skips its time check for an output time of 0
+            _age(path)
             print(f"{path} changed after Snakemake made it: it will be remade", file=sys.stderr)
 
 
@@ -179,7 +185,7 @@ def age_stale_unrecorded(params_file, metrics, runs):
     deleted. Each is said on stderr. `metrics`: {cell: JSON path}; `runs`: the runs folder."""
     unrecorded = {cell: Path(p) for cell, p in metrics.items() if Path(p).exists() and not _has_metadata(p)}
     if not unrecorded:
-        return []
+        return
     from . import provenance
     from .params import load
 
@@ -202,10 +208,10 @@ def age_stale_unrecorded(params_file, metrics, runs):
             remake = Path(runs, "samples", f"{cell}.pt")
         else:
             remake = path
-        why = provenance.difference(found, expected) if found else "no fingerprint"
         if not remake.exists():
             continue  # it is made anyway
-        os.utime(remake, (1, 1))  # not 0: Snakemake skips its time check for an output time of 0
+        _age(remake)
+        why = provenance.difference(found, expected) if found else "no fingerprint"
         print(f"{path} was made outside Snakemake from other params or code ({why}): {remake} and what "
               "follows from it will be remade", file=sys.stderr)
 
@@ -225,26 +231,44 @@ def file_times_kept(folders):
                 os.utime(path, ns=(atime, mtime))
 
 
-def _changed_outs():
-    """The outputs `dvc status` finds changed (modified or deleted) against dvc.lock."""
+def last_line(result):
+    """A failed command's last line of output, for a one-line message."""
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit status {result.returncode}"
+
+
+def dvc_status():
+    """(`dvc status --json` as a mapping, {} when DVC has nothing to do; None) or (None, the
+    failure's last line)."""
     out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None, last_line(out)
     try:
-        status = json.loads(out.stdout or "{}")
+        return json.loads(out.stdout or "{}"), None
     except ValueError:
-        return []
+        return None, "dvc status printed no JSON"
+
+
+def snakemake_done(snakemake_cmd):
+    """(whether `snakemake -n` has nothing to do, the failure's last line or None)."""
+    dry = subprocess.run([*snakemake_cmd, "-n", "--quiet", "rules"], capture_output=True, text=True)
+    if dry.returncode != 0:
+        return False, last_line(dry)
+    return "Nothing to be done" in dry.stdout + dry.stderr, None
+
+
+def _changed_outs(status):
+    """The outputs a `dvc status` mapping finds changed (modified or deleted) against dvc.lock."""
     return [path for entries in status.values() for entry in entries if isinstance(entry, dict)
             for path in entry.get("changed outs", {})]
 
 
-def dvc_commit():
+def _dvc_commit():
     """`dvc commit --force` (records every stage's outputs in dvc.lock); None or its last line
     of error."""
     commit = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
                             capture_output=True, text=True)
-    if commit.returncode == 0:
-        return None
-    lines = (commit.stderr or commit.stdout).strip().splitlines()
-    return lines[-1] if lines else f"exit status {commit.returncode}"
+    return None if commit.returncode == 0 else last_line(commit)
 
 
 def record_in_dvc(params_file, snakemake_cmd, folders):
@@ -257,25 +281,25 @@ def record_in_dvc(params_file, snakemake_cmd, folders):
         return
     if not Path(".dvc").is_dir() or os.environ.get("DIFFUSION_SKIP_DVC_COMMIT"):
         return
-    dry = subprocess.run([*snakemake_cmd, "-n", "--nolock", "--quiet", "rules"], capture_output=True, text=True)
-    if dry.returncode != 0 or "Nothing to be done" not in dry.stdout + dry.stderr:
+    if not snakemake_done([*snakemake_cmd, "--nolock"])[0]:
         print("dvc.lock not updated: Snakemake still has jobs to run (a partial target?)", file=sys.stderr)
         return
-    error = commit_to_dvc(folders)
+    status, error = dvc_status()
+    error = f"dvc status failed: {error}" if error else commit_to_dvc(folders, status)
     if error:
         print(f"dvc.lock not updated: {error}", file=sys.stderr)
     else:
         print("dvc.lock records this run: dvc status has nothing to do", file=sys.stderr)
 
 
-def commit_to_dvc(folders):
+def commit_to_dvc(folders, status):
     """`dvc commit` what Snakemake made, keeping file times; refused (the reason returned) when
-    an output differs from dvc.lock and Snakemake did not make it: committing it would make
-    the damage permanent, as neither tool would remake it."""
-    foreign = [p for p in _changed_outs() if Path(p).is_file() and not _made_by_snakemake(p)]
+    an output differs from dvc.lock (`status`: dvc_status()) and Snakemake did not make it:
+    committing it would make the damage permanent, as neither tool would remake it."""
+    foreign = [p for p in _changed_outs(status) if Path(p).is_file() and not _made_by_snakemake(p)]
     if foreign:
         return (f"{', '.join(foreign)} differ from what dvc.lock records and Snakemake did not make them "
                 "(edited, or damaged?): remake them with `dvc repro` or `snakemake --forcerun <rule>`")
     with file_times_kept(folders):
-        error = dvc_commit()
+        error = _dvc_commit()
     return error and f"dvc commit failed: {error}"
