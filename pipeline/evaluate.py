@@ -30,7 +30,7 @@ from .data import to_model
 from .distances import point_metrics
 from .fidelity import (_to_unit_range, cached_reference_features, compute_metrics, extract_features,
                        extractor_settings, fid_from_statistics, fid_statistics, load_classifier)
-from .io import load_json, load_torch, run_stage, save_json, set_threads
+from .io import add_threads_argument, load_json, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
 from .reference import fid_at_n, flat, flat_images, matched_n
 from .sample import draw_samples
@@ -144,9 +144,10 @@ def scoring_inputs(args, train, heldout):
 def main(argv=None):
     parser = scoring_arguments(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--samples", required=True)
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
-    set_threads("evaluate")
+    set_threads(args.threads)
     device = accel.resolve_device(params.metrics.device, "metrics.device")
     accel.tune_for(device)
     cell = params.cells.get(args.cell)

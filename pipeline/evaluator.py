@@ -10,7 +10,7 @@ import argparse
 import time
 
 from . import inception, provenance
-from .io import load_torch, run_stage, save_json, save_torch, set_threads
+from .io import add_threads_argument, load_torch, run_stage, save_json, save_torch, set_threads
 from .params import load_or_exit
 
 
@@ -36,9 +36,10 @@ def main(argv=None):
     parser.add_argument("--heldout", required=True)
     parser.add_argument("--out", required=True, help="output: classifier weights (.pt)")
     parser.add_argument("--metrics", required=True, help="output: accuracy (.json)")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
-    set_threads("evaluator")
+    set_threads(args.threads)
     start = time.perf_counter()
     train, heldout = load_torch(args.train), load_torch(args.heldout)
     made_by = provenance.evaluator_record(params, provenance.data_inputs(train, heldout))

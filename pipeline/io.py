@@ -18,8 +18,6 @@ from pathlib import Path
 
 import torch
 
-from . import dag
-
 
 class StageError(RuntimeError):
     """A user-facing error: one line, no traceback."""
@@ -96,10 +94,19 @@ def save_figure(fig, path, **kwargs):
         fig.savefig(tmp, format=Path(path).suffix.lstrip("."), **kwargs)
 
 
-def set_threads(stage):
-    """Pin torch's threads for `stage` (pipeline.dag) whatever OMP_NUM_THREADS or the tool
-    says: the same thread count under Snakemake and DVC, so the same floats."""
-    torch.set_num_threads(dag.threads(stage))
+def add_threads_argument(parser):
+    """`--threads N`: the torch threads a stage computes with. The pipeline passes the
+    stage table's value (pipeline/dag.py) under both tools; a float reduction's result
+    depends on it in the last digits, so a rerun by hand should pass the same value."""
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; the pipeline's value is in pipeline/dag.py)")
+
+
+def set_threads(threads):
+    """Pin torch's threads whatever OMP_NUM_THREADS or the tool says: the same count under
+    Snakemake and DVC, so the same floats."""
+    if threads < 1:
+        raise StageError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
 
 
 def run_stage(main):

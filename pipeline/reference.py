@@ -23,7 +23,7 @@ from . import accel, provenance, stats
 from .data import to_model
 from .fidelity import (cached_reference_features, compute_metrics, extract_features, extractor_settings,
                        fid_from_statistics, fid_statistics, precompute_reference)
-from .io import StageError, load_torch, run_stage, save_json, set_threads
+from .io import StageError, add_threads_argument, load_torch, run_stage, save_json, set_threads
 
 
 def matched_n(params, n_heldout):
@@ -81,9 +81,10 @@ def main(argv=None):
     parser.add_argument("--evaluator", required=True, help="classifier weights (.pt)")
     parser.add_argument("--cache-dir", required=True, help="output: torch-fidelity cache folder")
     parser.add_argument("--out", required=True, help="output: floor and ceiling metrics (.json)")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
-    set_threads("reference")
+    set_threads(args.threads)
     train, heldout = load_torch(args.train), load_torch(args.heldout)
     made_by = provenance.reference_record(params, provenance.data_inputs(train, heldout),
                                           provenance.file_sha256(args.evaluator))

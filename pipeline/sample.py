@@ -24,7 +24,7 @@ from diffusion.samplers import score_ve
 from . import accel, provenance
 from .build import load_denoiser, scores_of
 from .data import quantize
-from .io import load_torch, run_stage, save_figure, save_torch, set_threads
+from .io import add_threads_argument, load_torch, run_stage, save_figure, save_torch, set_threads
 from .params import load_or_exit
 
 
@@ -180,9 +180,10 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="training split (for shape and levels)")
     parser.add_argument("--out", required=True, help="output: samples (.pt)")
     parser.add_argument("--grid", required=True, help="output: PNG grid (images) or scatter (points)")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
-    set_threads("sample")
+    set_threads(args.threads)
     device = accel.resolve_device(params.sample.device, "sample.device")
     accel.tune_for(device)
     state = load_torch(args.model)

@@ -15,7 +15,7 @@ from diffusion.samplers import steps_for_nfe
 from . import accel, provenance
 from .evaluate import sample_metrics, scoring_arguments, scoring_inputs
 from .fidelity import extractor_settings
-from .io import load_torch, run_stage, save_json, set_threads
+from .io import add_threads_argument, load_torch, run_stage, save_json, set_threads
 from .params import load_or_exit
 from .sample import draw_samples
 
@@ -24,9 +24,10 @@ def main(argv=None):
     parser = scoring_arguments(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--sampler", required=True)
     parser.add_argument("--nfe", required=True, type=int, help="budget of network evaluations")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
-    set_threads("sampler_study")
+    set_threads(args.threads)
     study = params.sampler_study
     if args.cell not in study.cells or args.sampler not in study.samplers or args.nfe not in study.nfe:
         raise SystemExit(f"error: ({args.cell}, {args.sampler}, {args.nfe}) is not in {args.params}'s sampler_study")

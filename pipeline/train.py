@@ -35,7 +35,7 @@ from diffusion import EMA, TIMESTEP_SAMPLERS, training_step, warmup_lr
 from . import accel, provenance
 from .build import build_net, build_objective, build_process
 from .data import to_model
-from .io import load_torch, run_stage, save_torch, set_threads
+from .io import add_threads_argument, load_torch, run_stage, save_torch, set_threads
 from .params import load_or_exit
 
 PROFILE_POINTS = 40
@@ -245,11 +245,12 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output: final weights, curves and summary (.pt)")
     parser.add_argument("--checkpoint", required=True, help="resumable checkpoint (not an output)")
     parser.add_argument("--live", help="folder for live training metrics (dvclive; not an output)")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
     params = load_or_exit(args.params)
     if args.cell not in params.cells:
         raise SystemExit(f"error: cell {args.cell!r} is not in {args.params}")
-    set_threads("train")
+    set_threads(args.threads)
     train = params.cell_train(args.cell)
     if train.gpus > 1 and not accel.in_torchrun():
         accel.resolve_device(train.device, "train.device", train.gpus - 1)  # one line here, not N

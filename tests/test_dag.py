@@ -1,14 +1,18 @@
-"""Snakefile and dvc.yaml describe the same DAG: the same commands and outputs, and both
-count one training job per cell of params.yaml and one sampler-study job per (cell,
-sampler, NFE) of its `sampler_study` section. Every module a stage imports is one of its
-inputs in both tools, so a code edit reruns the stages it can change."""
+"""Snakefile and dvc.yaml describe the same DAG, both built from the stage table
+(pipeline/dag.py): the committed dvc.yaml is what the table writes; both tools run the same
+commands with the same outputs, and count one training job per cell of params.yaml and one
+sampler-study job per (cell, sampler, NFE) of its `sampler_study` section. Every module a
+stage imports is one of its inputs in both tools, so a code edit reruns the stages it can
+change, and no stage imports the table, so a DAG edit alone reruns nothing."""
 
 import re
+import sys
 
 import pytest
 import yaml
 
 from conftest import ROOT, run, tool
+from pipeline import dag
 from pipeline.provenance import stage_modules
 
 LOG_REDIRECT = re.compile(r"\s+2>\s*\S+\s*$")
@@ -44,8 +48,18 @@ def dvc_stages():
 
     with Repo(str(ROOT)) as repo:
         return {normalize(stage.cmd): {"name": stage.addressing, "outputs": {str(o.def_path) for o in stage.outs},
-                                       "deps": {str(d.def_path) for d in stage.deps}}
+                                       "deps": {str(d.def_path) for d in stage.deps},
+                                       "params": params_of(stage)}
                 for stage in repo.index.stages}
+
+
+def params_of(stage):
+    """A DVC stage's declared params: keys, or "*" for a whole file."""
+    declared = set()
+    for dep in stage.deps:
+        if hasattr(dep, "params"):
+            declared |= set(dep.params) if dep.params else {"*"}
+    return declared
 
 
 def test_both_tools_count_one_train_job_per_cell(snakemake_jobs, dvc_stages):
@@ -105,3 +119,43 @@ def test_dry_run_counts(tmp_path):
         assert counts[rule] == 1, out
     study = yaml.safe_load((ROOT / "params.yaml").read_text())["sampler_study"]
     assert counts["sampler_study"] == len(study["cells"]) * len(study["samplers"]) * len(study["nfe"])
+
+
+def test_committed_dvc_yaml_is_what_the_stage_table_writes():
+    assert (ROOT / "dvc.yaml").read_text() == dag.dvc_yaml(), "stale dvc.yaml: run `python -m pipeline.dag`"
+
+
+def test_check_mode_names_a_stale_file(tmp_path):
+    stale = tmp_path / "dvc.yaml"
+    stale.write_text(dag.dvc_yaml().replace("--threads 2", "--threads 3", 1))
+    result = run([sys.executable, "-m", "pipeline.dag", str(stale), "--check"], cwd=ROOT, check=False)
+    assert result.returncode == 1 and "is not what the stage table makes" in result.stderr
+    assert run([sys.executable, "-m", "pipeline.dag", str(stale)], cwd=ROOT).returncode == 0
+    run([sys.executable, "-m", "pipeline.dag", str(stale), "--check"], cwd=ROOT)
+
+
+def test_no_stage_imports_the_stage_table():
+    for stage in dag.STAGES:
+        assert "dag" not in stage_modules(stage.command_module)[0], stage.name
+
+
+def test_both_tools_declare_the_tables_params(dvc_stages):
+    """DVC's params per stage are the table's (the Snakefile's come from the same entries)."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for stage in dag.STAGES:
+        expected = dag.dvc_params(stage)
+        for declared in (s["params"] for s in dvc_stages.values() if s["name"].split("@")[0] == stage.name):
+            if expected == ["*"]:
+                assert declared == {"*"}, stage.name
+                continue
+            key = next((k for k in declared if k.startswith("cells.")), None)
+            cell = key.split(".", 1)[1] if key else None
+            resolved = {p.replace("${key}", cell or "").replace("${item.cell}", cell or "") for p in expected}
+            assert declared == resolved, stage.name
+            assert not key or cell in raw["cells"], stage.name
+
+
+def test_every_threaded_stage_gets_its_threads_in_both_tools(snakemake_jobs, dvc_stages):
+    for cmd, job in snakemake_jobs.items():
+        stage = dag.STAGE[job["rule"]]
+        assert (f"--threads {stage.threads}" in cmd) == (stage.threads is not None), job["rule"]

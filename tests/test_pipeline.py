@@ -123,7 +123,7 @@ def test_sampler_study_points_and_adding_an_nfe_adds_only_its_jobs(snakemake_pro
     finally:
         (p / "params.yaml").write_text(text)
     assert sorted(jobs.pop("sampler_study")) == ["eps-eps,", "eps-eps,"]  # ddim-20 and heun-20
-    assert sorted(jobs) == ["all", "sampler_table"]
+    assert sorted(jobs) == ["all", "sampler_table", "validate"]  # validate: any params edit
 
 
 def test_changing_one_cell_reruns_that_cell_only(snakemake_project):
@@ -137,7 +137,7 @@ def test_changing_one_cell_reruns_that_cell_only(snakemake_project):
     assert jobs.pop("sample") == ["eps-vlb"]
     assert jobs.pop("evaluate") == ["eps-vlb"]
     assert jobs.pop("curves") == ["eps-vlb"]
-    assert sorted(jobs) == ["aggregate", "all", "plot"]
+    assert sorted(jobs) == ["aggregate", "all", "plot", "validate"]  # validate: any params edit
 
 
 def test_dvc_repro_runs_and_second_repro_does_nothing(tmp_path, tiny_params):
