@@ -123,7 +123,7 @@ for stage in dag.STAGES:
 
 
 # Cacheable between workflows and projects (`--cache` with SNAKEMAKE_OUTPUT_CACHE, see
-# README): a cell is trained once per distinct hash of the shell command template, these
+# docs/caching.md): a cell is trained once per distinct hash of the shell command template, these
 # params, the contents of the input files that no job makes (the code files: an edit, even a
 # comment, changes it) and the hashes of the jobs making the others (prepare's data). The id
 # is a param because the hash takes the command unformatted, and it is written into the
@@ -143,7 +143,7 @@ rule train:
     params:
         cell_id=lambda w: w.cell,
         **dag.snakemake_params(TRAIN, config),
-    log:  # live: dvclive's training metrics while it runs (README, "DVC experiments and live metrics")
+    log:  # live: dvclive's training metrics while it runs (docs/workflow.md, "DVC experiments and live metrics")
         **logs(TRAIN),
     threads: TRAIN.threads
     resources:

@@ -10,7 +10,10 @@ torch.Generator, and reports progress through `callback(i, n)`.
 The continuous samplers work in EDM's variance-exploding coordinates, x_ve = x / alpha
 with noise level s = sigma / alpha = exp(-log_snr / 2), where the VP and VE processes share
 one ODE: dx_ve/ds = (x_ve - D(x_ve; s)) / s, D = x0_hat (Karras et al. 2022, eq. 4 and
-sec. 3). The network is queried at the real-valued t whose log-SNR matches s.
+sec. 3). The network is queried at the real-valued t whose log-SNR matches s. Heun and
+Euler-Maruyama start at s_0 = min(sigma_max, the process's largest s), EDM's sigma_max = 80
+(Karras et al. 2022, Table 1), from x_ve ~ N(0, s_0^2): the VP schedules reach s ~ 157 (linear)
+and ~2e4 (cosine), where the rho = 7 ramp of eq. 5 spends its steps far above the data's scale.
 
 `steps_for_nfe` converts a budget of network evaluations (NFE) into each sampler's `steps`
 (Heun spends 2 per step but the last; Langevin `steps_per_level` per level, plus the final
@@ -98,9 +101,11 @@ def karras_sigmas(s_min, s_max, n, rho=7.0):
     return inv**rho
 
 
-def _ve_levels(process, n):
-    s = (process.sigma / process.alpha)
-    return karras_sigmas(float(s[0]), float(s[-1]), n)
+def _ve_levels(process, n, sigma_max, rho):
+    """Karras et al. 2022, eq. 5 from s_0 = min(sigma_max, the process's largest s) down to its
+    smallest; the network is still queried at the t whose log-SNR matches each level."""
+    s = process.sigma / process.alpha
+    return karras_sigmas(float(s[0]), min(sigma_max, float(s[-1])), n, rho)
 
 
 def _denoise_ve(denoiser, x_ve, s):
@@ -117,6 +122,11 @@ def score_ve(denoiser, x_ve, s):
     return (_denoise_ve(denoiser, x_ve, s) - x_ve) / s**2
 
 
+def _start_edm(shape, s_0, generator, device, dtype):
+    """x_ve ~ N(0, s_0^2) at the top noise level (Karras et al. 2022, Algorithm 1: x_0 ~ N(0, t_0^2 I))."""
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype) * s_0
+
+
 def _start_ve(denoiser, shape, generator, device, dtype):
     """x_T ~ N(0, prior_std^2) in x-space, expressed in VE coordinates."""
     x = _prior(denoiser, shape, generator, device, dtype)
@@ -125,11 +135,12 @@ def _start_ve(denoiser, shape, generator, device, dtype):
 
 @torch.no_grad()
 def heun(denoiser, shape, steps=18, generator=None, device="cpu", dtype=torch.float32,
-         callback=None, rho=7.0):
-    """Probability-flow ODE, Heun's 2nd order (Karras et al. 2022, Algorithm 1): deterministic
-    given the initial noise; 2 * steps - 1 network evaluations."""
-    levels = _ve_levels(denoiser.process, steps).tolist() + [0.0]
-    x = _start_ve(denoiser, shape, generator, device, dtype)
+         callback=None, rho=7.0, sigma_max=80.0):
+    """Probability-flow ODE, Heun's 2nd order (Karras et al. 2022, Algorithm 1) from noise
+    level min(sigma_max, the process's largest): deterministic given the initial noise;
+    2 * steps - 1 network evaluations."""
+    levels = _ve_levels(denoiser.process, steps, sigma_max, rho).tolist() + [0.0]
+    x = _start_edm(shape, levels[0], generator, device, dtype)
     for i in range(steps):
         s, s_next = levels[i], levels[i + 1]
         d = (x - _denoise_ve(denoiser, x, s)) / s
@@ -145,11 +156,12 @@ def heun(denoiser, shape, steps=18, generator=None, device="cpu", dtype=torch.fl
 
 @torch.no_grad()
 def euler_maruyama(denoiser, shape, steps=100, generator=None, device="cpu", dtype=torch.float32,
-                   callback=None, rho=7.0):
+                   callback=None, rho=7.0, sigma_max=80.0):
     """Reverse-time SDE dx = -g^2 score dt + g dw (Song et al. 2021b, eq. 6) in VE coordinates,
-    g^2 dt = d(s^2), score = (D - x) / s^2 (Tweedie; seed 000), then a final denoising step."""
-    levels = _ve_levels(denoiser.process, steps).tolist()
-    x = _start_ve(denoiser, shape, generator, device, dtype)
+    g^2 dt = d(s^2), score = (D - x) / s^2 (Tweedie; seed 000), then a final denoising step;
+    on Heun's noise levels, from min(sigma_max, the process's largest)."""
+    levels = _ve_levels(denoiser.process, steps, sigma_max, rho).tolist()
+    x = _start_edm(shape, levels[0], generator, device, dtype)
     for i in range(steps):
         s = levels[i]
         score = (_denoise_ve(denoiser, x, s) - x) / s**2

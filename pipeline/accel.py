@@ -37,7 +37,7 @@ def resolve_device(setting, key, local_rank=0):
 
 def tune_for(device):
     """Library switches that only pay off on a GPU: cuDNN picks the fastest convolution for
-    the fixed input shapes (GPU results are already not bitwise reproducible, see README)."""
+    the fixed input shapes (GPU results are already not bitwise reproducible, see docs/reliability.md)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 

@@ -70,6 +70,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .provenance import file_sha256
+
 __all__ = [
     "FEATURE_EXTRACTOR_NAME",
     "METRIC_KEYS",
@@ -540,14 +542,6 @@ def extractor_settings(feature_extractor: str, device: torch.device) -> dict[str
     ``feature_extractor`` setting (``classifier`` or a torch-fidelity name) and a device."""
     name = FEATURE_EXTRACTOR_NAME if feature_extractor == "classifier" else feature_extractor
     return {"feature_extractor": name, "cuda": device.type == "cuda"}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tensor_sha256(images: torch.Tensor) -> str:

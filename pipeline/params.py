@@ -118,6 +118,7 @@ class Sample:
     device: str = "auto"
     langevin_steps_per_level: int = 5      # annealed Langevin: updates per noise level
     langevin_step_size: float = 2.0e-5     # Song & Ermon 2019's epsilon (step at the smallest level)
+    sigma_max: float = 80.0                # heun, euler_maruyama: top noise level sigma/alpha (EDM's 80)
 
 
 @dataclass(frozen=True)
@@ -388,6 +389,7 @@ def _check(p: Params):
         raise ParamsError(f"sample.steps: {p.sample.steps} is more than process.T = {p.process.T}")
     _positive(p.sample.langevin_steps_per_level, "sample.langevin_steps_per_level")
     _positive(p.sample.langevin_step_size, "sample.langevin_step_size")
+    _positive(p.sample.sigma_max, "sample.sigma_max")
     if p.points and p.data.random_flip:
         raise ParamsError(f"data.random_flip: must be false for 2-D point data ({p.data.name})")
     if p.points and p.sample.clip_x0:

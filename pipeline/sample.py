@@ -137,6 +137,8 @@ class CountingNet(nn.Module):
 def sampler_kwargs(sample, sampler):
     if sampler == "langevin":
         return {"steps_per_level": sample.langevin_steps_per_level, "step_size": sample.langevin_step_size}
+    if sampler in ("heun", "euler_maruyama"):
+        return {"sigma_max": sample.sigma_max}
     return {}
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a copy of the project with a chosen params file, and tool runners."""
+"""Shared fixtures: a copy of the project with a chosen params file, tool runners, and the
+tiny grid made once per session by each tool (tests work on copies of it: `copy_project`)."""
 
 import os
 import shutil
@@ -54,3 +55,39 @@ def make_project(dest, params_file, source=ROOT):
 @pytest.fixture(scope="session")
 def tiny_params():
     return ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def init_repos(project):
+    """git and DVC initialized in `project` (a commit needs a user)."""
+    run(["git", "init", "-q"], cwd=project)
+    run(["git", "config", "user.email", "ci@example.invalid"], cwd=project)
+    run(["git", "config", "user.name", "ci"], cwd=project)
+    run([tool("dvc"), "init", "-q"], cwd=project)
+    run([tool("dvc"), "config", "core.analytics", "false"], cwd=project)
+    return project
+
+
+def copy_project(source, dest):
+    """A copy of a finished project: file times, Snakemake's metadata, DVC's cache and lock
+    kept, so both tools see it exactly as the original."""
+    shutil.copytree(source, dest, symlinks=True)
+    return Path(dest)
+
+
+@pytest.fixture(scope="session")
+def snakemake_grid(tmp_path_factory, tiny_params):
+    """The tiny grid made from empty by `snakemake --cores 2` in a git + DVC repository (its
+    onsuccess records the run in dvc.lock). Read it; change only a copy."""
+    project = init_repos(make_project(tmp_path_factory.mktemp("grids") / "snakemake", tiny_params))
+    result = run([tool("snakemake"), "--cores", "2"], cwd=project)
+    assert "dvc.lock records this run" in result.stderr
+    return project
+
+
+@pytest.fixture(scope="session")
+def dvc_grid(tmp_path_factory, tiny_params):
+    """The tiny grid made from empty by `dvc repro` in a git + DVC repository (its run cache
+    in .dvc/cache). Read it; change only a copy."""
+    project = init_repos(make_project(tmp_path_factory.mktemp("grids") / "dvc", tiny_params))
+    run([tool("dvc"), "repro"], cwd=project)
+    return project

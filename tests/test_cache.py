@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from conftest import make_project, run, tool
+from conftest import copy_project, make_project, run, tool
 
 pytestmark = pytest.mark.slow
 
@@ -80,25 +80,19 @@ def test_snakemake_code_edit_is_a_cache_miss(snakemake_runs):
     assert len(list(cache.glob("*.pt"))) == len(old) + 2
 
 
-def dvc_workspace(path, tiny_params, cache):
-    project = make_project(path, tiny_params)
-    run([tool("dvc"), "init", "--no-scm", "-q"], cwd=project)
-    run([tool("dvc"), "config", "core.analytics", "false"], cwd=project)
-    run([tool("dvc"), "cache", "dir", str(cache)], cwd=project)
-    return project
-
-
-def test_dvc_run_cache_runs_only_what_the_new_cell_changes(tmp_path, tiny_params):
-    """Two fresh workspaces that share only the DVC cache: the second, with one more cell,
-    runs that cell's stages and the grid-wide ones its row changes (and the params check);
-    every other stage is restored from the run cache, byte for byte, except sampler_table:
-    DVC keeps no run cache for a stage with an uncached output that is neither a metric nor
-    a plot (its markdown table), so it runs again (seconds, identical bytes)."""
-    cache = tmp_path / "dvc-cache"
-    first = dvc_workspace(tmp_path / "first", tiny_params, cache)
+def test_dvc_run_cache_runs_only_what_the_new_cell_changes(dvc_grid, tmp_path, tiny_params):
+    """Two workspaces that share only the DVC cache: the first ran the tiny grid from empty;
+    the second, fresh, with one more cell, runs that cell's stages and the grid-wide ones its
+    row changes (and the params check); every other stage is restored from the run cache,
+    byte for byte, except sampler_table: DVC keeps no run cache for a stage with an uncached
+    output that is neither a metric nor a plot (its markdown table), so it runs again
+    (seconds, identical bytes)."""
+    first = copy_project(dvc_grid, tmp_path / "first")
     old = list(yaml.safe_load(first.joinpath("params.yaml").read_text())["cells"])
-    run([tool("dvc"), "repro"], cwd=first)
-    second = dvc_workspace(tmp_path / "second", tiny_params, cache)
+    second = make_project(tmp_path / "second", tiny_params)
+    run([tool("dvc"), "init", "--no-scm", "-q"], cwd=second)
+    run([tool("dvc"), "config", "core.analytics", "false"], cwd=second)
+    run([tool("dvc"), "cache", "dir", str(first / ".dvc" / "cache")], cwd=second)
     add_cell(second)
     log = run([tool("dvc"), "repro"], cwd=second).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", log))

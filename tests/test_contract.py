@@ -3,7 +3,8 @@ truncated or edited, one rerun of either tool brings back exactly what params.ya
 code produce; the two tools agree after a complete run of either; identical inputs give
 identical bytes under both; a bad param stops DVC before it removes any output.
 
-One Snakemake run of the tiny grid is shared (`grid`); each test works on a copy of it."""
+The session's Snakemake run of the tiny grid is copied once for this module (`grid`); each
+test that changes anything works on a further copy (`copy`)."""
 
 import json
 import os
@@ -16,19 +17,12 @@ import psutil
 import pytest
 import yaml
 
-from conftest import make_project, run, tool, tool_env
+from conftest import copy_project, run, tool, tool_env
 
 pytestmark = pytest.mark.slow
 
 UP_TO_DATE = "Nothing to be done"
 DVC_UP_TO_DATE = "Data and pipelines are up to date"
-
-
-def init_repos(project):
-    run(["git", "init", "-q"], cwd=project)
-    run([tool("dvc"), "init", "-q"], cwd=project)
-    run([tool("dvc"), "config", "core.analytics", "false"], cwd=project)
-    return project
 
 
 def snakemake(project, *args, check=True):
@@ -68,18 +62,13 @@ def outputs(project):
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory, tiny_params):
-    project = init_repos(make_project(tmp_path_factory.mktemp("contract") / "grid", tiny_params))
-    result = snakemake(project)
-    assert "dvc.lock records this run" in result.stderr
-    return project
+def grid(snakemake_grid, tmp_path_factory):
+    return copy_project(snakemake_grid, tmp_path_factory.mktemp("contract") / "grid")
 
 
 @pytest.fixture
 def copy(grid, tmp_path):
-    dest = tmp_path / "copy"
-    shutil.copytree(grid, dest, symlinks=True)
-    return dest
+    return copy_project(grid, tmp_path / "copy")
 
 
 def test_after_snakemake_both_tools_have_nothing_to_do(grid):
@@ -96,12 +85,11 @@ def _umask():
     return mask
 
 
-def test_dvc_repro_in_a_fresh_clone_makes_the_same_bytes_and_sync_brings_snakemake_along(grid, tmp_path, tiny_params):
+def test_dvc_repro_in_a_fresh_clone_makes_the_same_bytes_and_sync_brings_snakemake_along(grid, dvc_grid, tmp_path):
     """Identical inputs, identical bytes, whichever tool ran (same machine). After `dvc repro`,
     `python -m pipeline.sync` records DVC's outputs in Snakemake's metadata: both tools then
     have nothing to do, and a later params change reruns the right jobs under Snakemake."""
-    other = init_repos(make_project(tmp_path / "other", tiny_params))
-    run([tool("dvc"), "repro"], cwd=other)
+    other = copy_project(dvc_grid, tmp_path / "other")  # `dvc repro` from empty
     ours, theirs = outputs(grid), outputs(other)
     assert ours.keys() == theirs.keys()
     assert [p for p in ours if ours[p] != theirs[p]] == []

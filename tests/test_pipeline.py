@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_project, run, tool
+from conftest import copy_project, make_project, run, tool
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +31,8 @@ def planned_jobs(project):
 
 
 @pytest.fixture(scope="module")
-def snakemake_project(tmp_path_factory, tiny_params):
-    project = make_project(tmp_path_factory.mktemp("snakemake"), tiny_params)
-    run([tool("snakemake"), "--cores", "2"], cwd=project)
-    return project
+def snakemake_project(tmp_path_factory, snakemake_grid):
+    return copy_project(snakemake_grid, tmp_path_factory.mktemp("snakemake") / "grid")
 
 
 def test_every_table_and_plot_is_produced(snakemake_project):
@@ -140,12 +138,8 @@ def test_changing_one_cell_reruns_that_cell_only(snakemake_project):
     assert sorted(jobs) == ["aggregate", "all", "plot", "validate"]  # validate: any params edit
 
 
-def test_dvc_repro_runs_and_second_repro_does_nothing(tmp_path, tiny_params):
-    project = make_project(tmp_path / "dvc", tiny_params)
-    run(["git", "init", "-q"], cwd=project)
-    run([tool("dvc"), "init", "-q"], cwd=project)
-    run([tool("dvc"), "config", "core.analytics", "false"], cwd=project)
-    run([tool("dvc"), "repro"], cwd=project)
+def test_dvc_repro_runs_and_second_repro_does_nothing(dvc_grid, tmp_path):
+    project = copy_project(dvc_grid, tmp_path / "dvc")  # `dvc repro` from empty
     for name in TABLES:
         assert (project / name).stat().st_size > 0, name
     again = run([tool("dvc"), "repro"], cwd=project).stdout

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import make_project, run, tool
+from conftest import ROOT, copy_project, run, tool
 from pipeline.provenance import code_hash
 
 pytestmark = pytest.mark.slow
@@ -18,21 +18,15 @@ def git(project, *args):
 
 
 @pytest.fixture(scope="module")
-def pushed(tmp_path_factory, tiny_params):
+def pushed(tmp_path_factory, snakemake_grid):
+    """The session's Snakemake-made tiny grid (recorded in dvc.lock by its onsuccess),
+    committed to git and pushed to a DVC remote."""
     root = tmp_path_factory.mktemp("team")
-    project = make_project(root / "origin", tiny_params)
-    remote = root / "dvc-remote"
-    git(project, "init", "-q")
-    git(project, "config", "user.email", "ci@example.invalid")
-    git(project, "config", "user.name", "ci")
-    run([tool("dvc"), "init", "-q"], cwd=project)
-    run([tool("dvc"), "config", "core.analytics", "false"], cwd=project)
-    run([tool("dvc"), "remote", "add", "-d", "shared", str(remote)], cwd=project)
+    project = copy_project(snakemake_grid, root / "origin")
+    shutil.copy2(ROOT / ".gitignore", project / ".gitignore")  # as in this repository
+    run([tool("dvc"), "remote", "add", "-d", "shared", str(root / "dvc-remote")], cwd=project)
     git(project, "add", "-A")
-    git(project, "commit", "-qm", "tiny grid")
-    run([tool("dvc"), "repro"], cwd=project)
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "results")
+    git(project, "commit", "-qm", "tiny grid and its results")
     run([tool("dvc"), "push"], cwd=project)
     return root, project
 
