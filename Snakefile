@@ -62,10 +62,10 @@ def cell_labels(w):
             "weighting": cell["weighting"], "Sigma": cell.get("sigma", "fixed_large")}
 
 
-def outputs(stage):
+def outputs(name):
     """A stage's outputs, folders filled: directories marked, figures and tables in the report."""
-    made = {}
-    for name, out in stage.outputs.items():
+    stage, made = dag.STAGE[name], {}
+    for key, out in stage.outputs.items():
         path = dag.with_roots(out.path, PATHS)
         if out.directory:
             path = directory(path)
@@ -73,17 +73,43 @@ def outputs(stage):
             caption, category = out.report
             labels = cell_labels if stage.over == "cells" else None
             path = report(path, caption=caption, category=category, labels=labels)
-        made[name] = path
+        made[key] = path
     return made
 
 
-def logs(stage):
-    return {name: directory(path) if name in stage.logs and stage.logs[name].directory else path
-            for name, path in dag.snakemake_logs(stage, PATHS).items()}
+def inputs(name):
+    return {"code": stage_code(dag.STAGE[name].command_module), **dag.snakemake_inputs(dag.STAGE[name], PATHS, config)}
 
 
-def resources(stage):
-    return {"mem_mb": stage.mem_mb} if stage.mem_mb else {}
+def params(name):
+    return dag.snakemake_params(dag.STAGE[name], config)
+
+
+def logs(name):
+    stage = dag.STAGE[name]
+    return {key: directory(path) if key in stage.logs and stage.logs[key].directory else path
+            for key, path in dag.snakemake_logs(stage, PATHS).items()}
+
+
+def benchmark_of(name):
+    return dag.snakemake_benchmark(dag.STAGE[name], PATHS)
+
+
+def threads(name):
+    return dag.STAGE[name].threads or 1
+
+
+def resources(name):
+    return {"mem_mb": dag.STAGE[name].mem_mb} if dag.STAGE[name].mem_mb else {}
+
+
+def local(name):
+    return dag.STAGE[name].local
+
+
+def command(name):
+    """The stage's shell command (evaluated again when the job runs, hence by name)."""
+    return dag.snakemake_shell(dag.STAGE[name], PARAMS_FILE, PATHS)
 
 
 localrules:
@@ -95,58 +121,238 @@ rule all:
         ARTIFACTS,
 
 
-# Every stage from the table, except train (below: its outputs are cached between workflows).
-for stage in dag.STAGES:
-    if stage.cache:
-        continue
+# One rule per stage of the table, each declaring exactly the table's entry; the stage's
+# comment in dvc.yaml (and pipeline/dag.py) says what it does.
+rule validate:
+    input:
+        **inputs("validate"),
+    output:
+        **outputs("validate"),
+    params:
+        **params("validate"),
+    log:
+        **logs("validate"),
+    benchmark:
+        benchmark_of("validate")
+    threads: threads("validate")
+    resources:
+        **resources("validate"),
+    localrule: local("validate")
+    shell:
+        command("validate")
 
-    rule:
-        name:
-            stage.name
-        input:
-            stage_code(stage.command_module),
-            **dag.snakemake_inputs(stage, PATHS, config),
-        output:
-            **outputs(stage),
-        params:
-            **dag.snakemake_params(stage, config),
-        log:
-            **logs(stage),
-        benchmark:
-            dag.snakemake_benchmark(stage, PATHS)
-        threads: stage.threads or 1
-        resources:
-            **resources(stage),
-        localrule: stage.local
-        shell:
-            dag.snakemake_shell(stage, PARAMS_FILE, PATHS)
+
+rule prepare:
+    input:
+        **inputs("prepare"),
+    output:
+        **outputs("prepare"),
+    params:
+        **params("prepare"),
+    log:
+        **logs("prepare"),
+    benchmark:
+        benchmark_of("prepare")
+    threads: threads("prepare")
+    resources:
+        **resources("prepare"),
+    localrule: local("prepare")
+    shell:
+        command("prepare")
+
+
+rule evaluator:
+    input:
+        **inputs("evaluator"),
+    output:
+        **outputs("evaluator"),
+    params:
+        **params("evaluator"),
+    log:
+        **logs("evaluator"),
+    benchmark:
+        benchmark_of("evaluator")
+    threads: threads("evaluator")
+    resources:
+        **resources("evaluator"),
+    localrule: local("evaluator")
+    shell:
+        command("evaluator")
+
+
+rule reference:
+    input:
+        **inputs("reference"),
+    output:
+        **outputs("reference"),
+    params:
+        **params("reference"),
+    log:
+        **logs("reference"),
+    benchmark:
+        benchmark_of("reference")
+    threads: threads("reference")
+    resources:
+        **resources("reference"),
+    localrule: local("reference")
+    shell:
+        command("reference")
 
 
 # Cacheable between workflows and projects (`--cache` with SNAKEMAKE_OUTPUT_CACHE, see
-# docs/caching.md): a cell is trained once per distinct hash of the shell command template, these
-# params, the contents of the input files that no job makes (the code files: an edit, even a
-# comment, changes it) and the hashes of the jobs making the others (prepare's data). The id
-# is a param because the hash takes the command unformatted, and it is written into the
-# outputs. One output file (the `curves` rule writes the small results from it) and no
+# docs/caching.md): a cell is trained once per distinct hash of the shell command template,
+# these params, the contents of the input files that no job makes (the code files: an edit,
+# even a comment, changes it) and the hashes of the jobs making the others (prepare's data).
+# The id is a param because the hash takes the command unformatted, and it is written into
+# the outputs. One output file (the `curves` rule writes the small results from it) and no
 # `benchmark:`, which Snakemake forbids on a cached rule; train's time and peak memory are in
-# its log.
-TRAIN = dag.STAGE["train"]
-
-
+# its log; its log `live` holds dvclive's training metrics while it runs.
 rule train:
     input:
-        stage_code(TRAIN.command_module),
-        **dag.snakemake_inputs(TRAIN, PATHS, config),
+        **inputs("train"),
     output:
-        **outputs(TRAIN),
+        **outputs("train"),
     cache: True
     params:
         cell_id=lambda w: w.cell,
-        **dag.snakemake_params(TRAIN, config),
-    log:  # live: dvclive's training metrics while it runs (docs/workflow.md, "DVC experiments and live metrics")
-        **logs(TRAIN),
-    threads: TRAIN.threads
+        **params("train"),
+    log:
+        **logs("train"),
+    threads: threads("train")
     resources:
-        **resources(TRAIN),
+        **resources("train"),
     shell:
-        dag.snakemake_shell(TRAIN, PARAMS_FILE, PATHS)
+        command("train")
+
+
+rule curves:
+    input:
+        **inputs("curves"),
+    output:
+        **outputs("curves"),
+    params:
+        **params("curves"),
+    log:
+        **logs("curves"),
+    benchmark:
+        benchmark_of("curves")
+    threads: threads("curves")
+    resources:
+        **resources("curves"),
+    localrule: local("curves")
+    shell:
+        command("curves")
+
+
+rule sample:
+    input:
+        **inputs("sample"),
+    output:
+        **outputs("sample"),
+    params:
+        **params("sample"),
+    log:
+        **logs("sample"),
+    benchmark:
+        benchmark_of("sample")
+    threads: threads("sample")
+    resources:
+        **resources("sample"),
+    localrule: local("sample")
+    shell:
+        command("sample")
+
+
+rule evaluate:
+    input:
+        **inputs("evaluate"),
+    output:
+        **outputs("evaluate"),
+    params:
+        **params("evaluate"),
+    log:
+        **logs("evaluate"),
+    benchmark:
+        benchmark_of("evaluate")
+    threads: threads("evaluate")
+    resources:
+        **resources("evaluate"),
+    localrule: local("evaluate")
+    shell:
+        command("evaluate")
+
+
+rule aggregate:
+    input:
+        **inputs("aggregate"),
+    output:
+        **outputs("aggregate"),
+    params:
+        **params("aggregate"),
+    log:
+        **logs("aggregate"),
+    benchmark:
+        benchmark_of("aggregate")
+    threads: threads("aggregate")
+    resources:
+        **resources("aggregate"),
+    localrule: local("aggregate")
+    shell:
+        command("aggregate")
+
+
+rule plot:
+    input:
+        **inputs("plot"),
+    output:
+        **outputs("plot"),
+    params:
+        **params("plot"),
+    log:
+        **logs("plot"),
+    benchmark:
+        benchmark_of("plot")
+    threads: threads("plot")
+    resources:
+        **resources("plot"),
+    localrule: local("plot")
+    shell:
+        command("plot")
+
+
+rule sampler_study:
+    input:
+        **inputs("sampler_study"),
+    output:
+        **outputs("sampler_study"),
+    params:
+        **params("sampler_study"),
+    log:
+        **logs("sampler_study"),
+    benchmark:
+        benchmark_of("sampler_study")
+    threads: threads("sampler_study")
+    resources:
+        **resources("sampler_study"),
+    localrule: local("sampler_study")
+    shell:
+        command("sampler_study")
+
+
+rule sampler_table:
+    input:
+        **inputs("sampler_table"),
+    output:
+        **outputs("sampler_table"),
+    params:
+        **params("sampler_table"),
+    log:
+        **logs("sampler_table"),
+    benchmark:
+        benchmark_of("sampler_table")
+    threads: threads("sampler_table")
+    resources:
+        **resources("sampler_table"),
+    localrule: local("sampler_table")
+    shell:
+        command("sampler_table")
