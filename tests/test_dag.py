@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, run, tool
+from conftest import ROOT, make_project, run, tool
 from pipeline import dag
 from pipeline.provenance import stage_modules
 
@@ -159,3 +159,12 @@ def test_every_threaded_stage_gets_its_threads_in_both_tools(snakemake_jobs, dvc
     for cmd, job in snakemake_jobs.items():
         stage = dag.STAGE[job["rule"]]
         assert (f"--threads {stage.threads}" in cmd) == (stage.threads is not None), job["rule"]
+
+
+def test_rules_run_their_own_commands(tmp_path, tiny_params):
+    """A dry run prints each command as built when the Snakefile is read; a job runs it as
+    evaluated again then. Two real jobs (validate, prepare) each make their own outputs."""
+    project = make_project(tmp_path / "p", tiny_params)
+    run([tool("snakemake"), "--cores", "1", "runs/params.valid", "data/train.pt"], cwd=project)
+    assert (project / "runs/params.valid").read_text() == "valid\n"
+    assert (project / "data/train.pt").stat().st_size > 0 and (project / "data/heldout.pt").exists()
