@@ -11,6 +11,7 @@ hide a broken setup: there they fail. About 5 minutes on 2 cores (4:07 and 4:54 
 local `snakemake_grid` (about 1 minute) included."""
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -239,3 +240,21 @@ def test_a_crashing_job_fails_the_run_and_names_its_slurm_log(slurm_grid, tmp_pa
     assert "Error in rule sample" in log.read_text()
     stage_logs = "".join(p.read_text() for p in (project / "logs" / "sample").glob("*.log"))
     assert reason in stage_logs + log.read_text()
+
+
+def test_a_diverging_cell_gets_dashes_and_the_grid_completes(slurm_grid, tmp_path):
+    """A cell whose training diverges inside its SLURM job is a result, not a failure: the run
+    completes, its metrics say `diverged` and its table row shows '-'."""
+    project = copy_project(slurm_grid["project"], tmp_path / "diverged")
+    params = project / "params.yaml"
+    raw = yaml.safe_load(params.read_text())
+    raw["cells"]["eps-vlb"]["train"] = {"lr": 1.0e30}
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    code, output = run_snakemake(project)
+    assert code == 0, output[-4000:]
+    rules = {jobid: rule for jobid, (rule, _) in jobs_of(output).items()}
+    assert "train" in {rules[jobid] for jobid in {int(j) for j, _, _ in SUBMITTED.findall(output)}}
+    metrics = json.loads((project / "results/metrics/eps-vlb.json").read_text())
+    assert metrics["status"] == "diverged" and "fid" not in metrics
+    row = next(line for line in (project / "results/table.md").read_text().splitlines() if line.startswith("| eps-vlb "))
+    assert "| - | - |" in row and "diverged at step" in row
