@@ -415,8 +415,10 @@ def dvc_stage(stage, stage_code):
     elif stage.over == "study":
         lines += ["    matrix:", *(f"      {w}: ${{sampler_study.{STUDY_LISTS[w]}}}" for w in stage.wildcards)]
     lines += [f"{indent}cmd: >-", *(f"{indent}  {line}" for line in _wrap(dvc_cmd(stage)))]
-    code = [path for path in stage_code(stage.command_module) if not path.startswith("diffusion/")]
-    code += ["diffusion"] * (len(code) < len(stage_code(stage.command_module)))  # the library as one folder
+    files = stage_code(stage.command_module)
+    code = [path for path in files if not path.startswith("diffusion/")]
+    if len(code) < len(files):
+        code.append("diffusion")  # the library as one folder
     deps = [*code, *(
         dvc_path(spec.folder if isinstance(spec, Each) else spec, stage) for spec in stage.inputs.values()),
         *(dvc_path(path, stage) for path in stage.dvc_inputs)]

@@ -75,6 +75,21 @@ def init_repos(project):
     return project
 
 
+def assert_fresh_clone_has_nothing_to_do(origin, clone):
+    """After `dvc pull` into a fresh git clone of `origin`: DVC has nothing to do and `dvc
+    repro` runs nothing; a fresh clone has arbitrary mtimes and no .snakemake/ metadata, so
+    `snakemake --touch` records the pulled outputs, after which Snakemake has nothing to do;
+    the pulled files equal the origin's."""
+    assert "Data and pipelines are up to date" in run([tool("dvc"), "status"], cwd=clone).stdout
+    repro = run([tool("dvc"), "repro"], cwd=clone).stdout
+    assert "Stage" in repro and "Running stage" not in repro  # "Stage 'x' didn't change, skipping"
+    run([tool("snakemake"), "--touch", "--cores", "1"], cwd=clone)
+    assert "Nothing to be done" in run([tool("snakemake"), "-n", "--cores", "1"], cwd=clone).stdout
+    for name in ("results/table.md", "results/metrics.csv"):
+        assert (clone / name).read_text() == (origin / name).read_text()
+    assert (clone / "runs/train/eps-eps.pt").read_bytes() == (origin / "runs/train/eps-eps.pt").read_bytes()
+
+
 def copy_project(source, dest):
     """A copy of a finished project: file times, Snakemake's metadata, DVC's cache and lock
     kept, so both tools see it exactly as the original."""

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import ROOT, make_project, run, tool
+from conftest import ROOT, init_repos, make_project, run, tool
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +31,7 @@ def project(tmp_path_factory, tiny_params):
     raw["cells"] = {cell: raw["cells"][cell] for cell in CELLS}
     raw["sampler_study"]["samplers"] = ["ddim"]
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    run(["git", "init", "-q"], cwd=project)
-    run(["git", "config", "user.email", "test@example.com"], cwd=project)
-    run(["git", "config", "user.name", "test"], cwd=project)
-    run([tool("dvc"), "init", "-q"], cwd=project)
-    run([tool("dvc"), "config", "core.analytics", "false"], cwd=project)
+    init_repos(project)
     run(["git", "add", "-A"], cwd=project)
     run(["git", "commit", "-qm", "project"], cwd=project)  # dvclive needs a commit
     run([tool("dvc"), "repro"], cwd=project)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import conftest
-from conftest import ROOT, copy_project, run, tool
+from conftest import ROOT, assert_fresh_clone_has_nothing_to_do, copy_project, run, tool
 
 pytestmark = pytest.mark.slow
 
@@ -105,13 +105,4 @@ def test_fresh_clone_pulls_over_ssh_and_has_nothing_to_do(pushed):
     assert not (clone / ".dvc" / "config.local").exists()  # the key is each user's own
     dvc(clone, "remote", "modify", "--local", "team", "keyfile", str(KEY))
     dvc(clone, "pull")
-    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
-    repro = dvc(clone, "repro").stdout
-    assert "Stage" in repro and "Running stage" not in repro  # "Stage 'x' didn't change, skipping"
-    # A fresh clone has arbitrary mtimes and no .snakemake/ metadata: `--touch` records the
-    # pulled outputs as up to date, after which Snakemake has nothing to do.
-    run([tool("snakemake"), "--touch", "--cores", "1"], cwd=clone)
-    assert "Nothing to be done" in run([tool("snakemake"), "-n", "--cores", "1"], cwd=clone).stdout
-    for name in ("results/table.md", "results/metrics.csv"):
-        assert (clone / name).read_text() == (origin / name).read_text()
-    assert (clone / "runs/train/eps-eps.pt").read_bytes() == (origin / "runs/train/eps-eps.pt").read_bytes()
+    assert_fresh_clone_has_nothing_to_do(origin, clone)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, copy_project, run, tool
+from conftest import ROOT, assert_fresh_clone_has_nothing_to_do, copy_project, run, tool
 from pipeline.provenance import code_hash
 
 pytestmark = pytest.mark.slow
@@ -36,16 +36,7 @@ def test_fresh_clone_pulls_and_has_nothing_to_do(pushed):
     clone = root / "clone"
     run(["git", "clone", "-q", str(origin), str(clone)], cwd=root)
     run([tool("dvc"), "pull"], cwd=clone)
-    assert "Data and pipelines are up to date" in run([tool("dvc"), "status"], cwd=clone).stdout
-    assert "Stage" in run([tool("dvc"), "repro"], cwd=clone).stdout  # "Stage 'x' didn't change, skipping"
-    assert "Running stage" not in run([tool("dvc"), "repro"], cwd=clone).stdout
-    # A fresh clone has arbitrary mtimes and no .snakemake/ metadata: `--touch` records the
-    # pulled outputs as up to date, after which Snakemake has nothing to do.
-    run([tool("snakemake"), "--touch", "--cores", "1"], cwd=clone)
-    assert "Nothing to be done" in run([tool("snakemake"), "-n", "--cores", "1"], cwd=clone).stdout
-    for name in ("results/table.md", "results/metrics.csv"):
-        assert (clone / name).read_text() == (origin / name).read_text()
-    assert (clone / "runs/train/eps-eps.pt").read_bytes() == (origin / "runs/train/eps-eps.pt").read_bytes()
+    assert_fresh_clone_has_nothing_to_do(origin, clone)
 
 
 def test_metric_files_record_their_fingerprint(pushed):
