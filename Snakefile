@@ -4,7 +4,8 @@
 # plot; the sampler study samples trained cells once per (cell, sampler, NFE) of
 # `sampler_study` and ends in sampler_table. All settings live in params.yaml, validated here
 # before any job runs (with `--config`/`--configfile` values on top, which the stages then read
-# too: pipeline/workflow.py). Each rule's `params:` names every section it depends on,
+# too: pipeline/workflow.py). `--config experiment=NAME` runs configs/NAME.yaml's experiment
+# from its folder experiments/NAME/ (pipeline/experiments.py). Each rule's `params:` names every section it depends on,
 # transitively (sampling and scoring depend on the cell's training settings), and `rule all`
 # asks for every artifact, so a missing or corrupt intermediate is remade. Every artifact
 # records its fingerprint; aggregate and sampler_table refuse stale inputs
@@ -20,6 +21,7 @@ from pipeline.provenance import stage_code
 
 try:  # every mistake is one line, before any job runs (cached while nothing changes)
     settings = workflow.config_settings
+    EXPERIMENT = (settings.overwrite_config or {}).get("experiment")  # --config experiment=NAME
     PARAMS_FILE, effective = glue.effective_params(settings.configfiles, settings.overwrite_config, settings.config)
     validate_once(PARAMS_FILE)
 except ParamsError as err:
@@ -42,7 +44,8 @@ if workflow.exec_mode == ExecMode.DEFAULT and not workflow.touch:  # not inside 
 
 
 onsuccess:
-    glue.record_in_dvc(PARAMS_FILE, [sys.executable, "-m", "snakemake", "--cores", "1"],
+    glue.record_in_dvc(PARAMS_FILE, [sys.executable, "-m", "snakemake", "--cores", "1",
+                                     *(["--config", f"experiment={EXPERIMENT}"] if EXPERIMENT else [])],
                        [PATHS[k] for k in ("data", "runs", "results")])
 
 

@@ -12,28 +12,18 @@ are sliced Wasserstein, MMD^2 and NLL (`point_table`).
 """
 
 import argparse
-import itertools
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import provenance, stats
+from . import papers, provenance, stats
+from .papers import COMPARED, replicates, rng_for
 from .io import StageError, load_json, load_torch, run_stage, save_text
 from .params import load_or_exit
 
-# Ho et al. 2020, Table 2 (CIFAR-10, unconditional): (parameterization, weighting, Sigma) ->
-# (IS, FID); None marks the rows the paper reports as unstable.
-PAPER_TABLE2 = {
-    ("mu", "vlb", "learned"): (7.28, 23.69),
-    ("mu", "vlb", "fixed_large"): (8.06, 13.22),
-    ("mu", "native", "fixed_large"): None,
-    ("eps", "vlb", "learned"): None,
-    ("eps", "vlb", "fixed_large"): (7.67, 13.51),
-    ("eps", "eps", "fixed_large"): (9.46, 3.17),
-    ("eps", "native", "fixed_large"): (9.46, 3.17),
-}
+
+
 # metric -> what it is measured against: the training set, the held-out set, or nothing.
 METRICS = {
     "isc_mean": "", "isc_std": "",
@@ -47,8 +37,6 @@ METRICS = {
 SEED004 = ("isc_mean", "fid", "fid_matched", "kid_mean", "nn_ratio")  # seed 004's own score
 POINT_METRICS = ("sw", "mmd", "nll_bpd")  # 2-D point data
 BEST = ("fid_best", "fid_best_step")  # the lowest FID over EMA snapshots and its step
-# Differences to the baseline: (metric, its bootstrap resamples in the cell's JSON).
-COMPARED = {"fid": "fid_boot", "fid_heldout_matched": "fid_heldout_matched_boot"}
 
 
 def _n_images(metric, result, params):
@@ -89,18 +77,10 @@ def collect(params, results):
             if metric in result:
                 rows.append({**base, "metric": metric, "against": "train" if metric == "fid_best" else "",
                              "n_images": params.metrics.snapshot_samples, "value": result[metric]})
+        for snapshot in result.get("fid_by_step", []):  # FID of the EMA weights at that step
+            rows.append({**base, "metric": f"fid@{snapshot['step']}", "against": "train",
+                         "n_images": params.metrics.snapshot_samples, "value": snapshot["fid"]})
     return pd.DataFrame(rows)
-
-
-def _rng(label, seed):
-    """One generator per row, so a row's interval does not depend on the grid's order."""
-    return np.random.default_rng([seed, zlib.crc32(label.encode())])
-
-
-def replicates(results, cells, metric):
-    """(point, bootstrap resamples) of every seed that finished, for stats.difference_interval."""
-    return [(results[c][metric], results[c].get(COMPARED.get(metric))) for c in cells
-            if results[c]["status"] == "ok" and results[c].get(metric) is not None]
 
 
 def summarize(params, results):
@@ -126,7 +106,7 @@ def summarize(params, results):
                 base_reps = replicates(results, groups[baseline], metric)
                 if base_reps:
                     diff = stats.difference_interval(replicates(results, cells, metric), base_reps, s.bootstrap,
-                                                     s.confidence, _rng(label + metric, s.seed))
+                                                     s.confidence, rng_for(label + metric, s.seed))
                     welch = stats.welch_interval([p for p, _ in replicates(results, cells, metric)],
                                                  [p for p, _ in base_reps], s.confidence)
                     row.update(diff=diff["diff"], diff_low=diff["low"], diff_high=diff["high"],
@@ -170,16 +150,17 @@ def _floor(row, metric, digits=3):
     return f"{_fmt(row[metric], digits)} (sd {_fmt(row.get(f'{metric}_sd'), digits)}{tag})"
 
 
-def wide_table(params, results, summary, reference):
-    """The Markdown / LaTeX table: one row per replicate group, then floors and the ceiling."""
+def wide_table(params, results, summary, reference, paper):
+    """The Markdown / LaTeX table: one row per replicate group, then floors and the ceiling;
+    `paper`: papers.ddpm_table2() ({} where it does not apply)."""
     baseline = params.group_of(params.stats.baseline)
     lines = []
     for label, cells in params.replicate_groups().items():
         cell = params.cells[cells[0]]
         by_metric = {r["metric"]: r for r in summary[summary.group == label].to_dict("records")}
         n_ok = by_metric["fid"]["n"]
-        paper = PAPER_TABLE2.get((cell.parameterization, cell.weighting, cell.sigma), "n/a")
-        paper_is, paper_fid = ("unstable", "unstable") if paper is None else (("", "") if paper == "n/a" else paper)
+        row = paper.get((cell.parameterization, cell.weighting, cell.sigma), "n/a")
+        paper_is, paper_fid = ("unstable", "unstable") if row is None else (("", "") if row == "n/a" else row)
         failed = [c for c in cells if results[c]["status"] != "ok"]
         if len(cells) == 1 and failed:
             status = f"{results[cells[0]]['status']} at step {results[cells[0]]['step']}"
@@ -224,64 +205,8 @@ def wide_table(params, results, summary, reference):
                       **values, "NN ratio": _fmt(row.get("nn_ratio")),
                       "copies %": _fmt(row.get("near_copy_fraction"), 1, 100),
                       "status": f"{row['n']} images", "paper IS": "", "paper FID": ""})
-    return pd.DataFrame(lines)
-
-
-# ----- agreement with DDPM Table 2 ---------------------------------------------------------------
-def paper_agreement(params, results, summary):
-    """Lines under the table: which of the paper's pairwise FID orderings hold here (with
-    our bootstrap interval of the difference), Spearman's rank correlation over the rows
-    that map, and what became of the rows the paper calls unstable."""
-    s = params.stats
-    mapped, unstable = {}, []
-    for label, cells in params.replicate_groups().items():
-        cell = params.cells[cells[0]]
-        if cell.train.keys() - {"seed"}:
-            continue  # a row with other training settings is not the paper's row
-        key = (cell.parameterization, cell.weighting, cell.sigma)
-        if key not in PAPER_TABLE2:
-            continue
-        n_ok = len(replicates(results, cells, "fid"))
-        if PAPER_TABLE2[key] is None:
-            unstable.append((label, cells, n_ok))
-            continue
-        # eps-native is eps-eps's objective, one paper row: count it once, with the row of most seeds.
-        same = next((k for k, v in mapped.items() if v["row"] == PAPER_TABLE2[key]), None)
-        if same is not None and mapped[same]["n"] >= n_ok:
-            continue
-        mapped.pop(same, None)
-        mapped[label] = {"paper": PAPER_TABLE2[key][1], "row": PAPER_TABLE2[key], "cells": cells, "n": n_ok}
-    lines = ["", f"**Agreement with DDPM Table 2** (FID against the training set, the paper's protocol; "
-                 f"the paper's values are CIFAR-10, so only the ordering is compared). For each pair the "
-                 f"paper orders, our difference (worse minus better row) with its "
-                 f"{s.confidence:.0%} bootstrap interval over seeds and sample resamples:", ""]
-    done = {k: v for k, v in mapped.items() if v["n"]}
-    verdicts = []
-    for a, b in itertools.combinations(done, 2):
-        better, worse = (a, b) if done[a]["paper"] < done[b]["paper"] else (b, a)
-        if done[a]["paper"] == done[b]["paper"]:
-            continue
-        diff = stats.difference_interval(replicates(results, done[worse]["cells"], "fid"),
-                                         replicates(results, done[better]["cells"], "fid"),
-                                         s.bootstrap, s.confidence, _rng(better + worse, s.seed))
-        verdict = "holds" if diff["low"] > 0 else "reversed" if diff["high"] < 0 else "unresolved"
-        verdicts.append(verdict)
-        lines.append(f"- paper {better} ({done[better]['paper']}) < {worse} ({done[worse]['paper']}): "
-                     f"ours {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] "
-                     f"(n = {done[better]['n']} vs {done[worse]['n']} seeds): {verdict}")
-    if not verdicts:
-        lines.append("- fewer than two rows map to the paper's table with finished cells: nothing to compare")
-    means = {label: summary[(summary.group == label) & (summary.metric == "fid")]["mean"].iloc[0] for label in done}
-    rho, k = stats.rank_correlation([done[g]["paper"] for g in done], [means[g] for g in done])
-    lines += ["", f"{verdicts.count('holds')} of {len(verdicts)} orderings hold, {verdicts.count('reversed')} "
-                  f"reversed, {verdicts.count('unresolved')} unresolved (interval covers 0). Spearman rank "
-                  f"correlation of mean FID with the paper's over the {k} rows that map: "
-                  f"{'undefined (fewer than 3 rows)' if np.isnan(rho) else f'{rho:+.2f}'}."]
-    if unstable:
-        what = [f"{label} ({'all ' + str(len(cells)) + ' diverged' if not n_ok else f'trained, n = {n_ok}'})"
-                for label, cells, n_ok in unstable]
-        lines.append(f"Rows the paper reports as unstable: {', '.join(what)}.")
-    return lines
+    table = pd.DataFrame(lines)
+    return table if paper else table.drop(columns=["paper IS", "paper FID"])  # DDPM's process only
 
 
 def footer(results, cells):
@@ -334,9 +259,10 @@ def to_markdown(table, params, reference):
         f"Memorization: NN ratio is the median L2 distance (pixels in [-1, 1]) from a sample to its "
         f"nearest training image over the same for held-out images (1.0: no closer to the training "
         f"set than new real data; 0: exact copies); copies % is the share of samples within "
-        f"{m.copy_threshold:g} of a training image. NLL is the held-out VLB in bits/dim. Paper "
-        f"columns: Ho et al. 2020 Table 2 on CIFAR-10 (Inception features), {comparable}; "
-        f"'-' marks a cell that diverged.",
+        f"{m.copy_threshold:g} of a training image. NLL is the held-out VLB in bits/dim. "
+        + (f"Paper columns: Ho et al. 2020 Table 2 on CIFAR-10 (Inception features), {comparable}; "
+           if "paper FID" in table else "")
+        + "'-' marks a cell that diverged.",
     ]
     return "\n".join([header, rule, *body, *notes]) + "\n"
 
@@ -406,6 +332,9 @@ def main(argv=None):
     parser.add_argument("--heldout", required=True, help="held-out split (.pt)")
     parser.add_argument("--evaluator", required=True, help="the evaluator's weights (.pt)")
     parser.add_argument("--evaluator-metrics", required=True, help="the evaluator stage's JSON")
+    parser.add_argument("--ddpm-table2", required=True, help="papers/: DDPM Table 2 (.csv)")
+    parser.add_argument("--min-snr-table1", required=True, help="papers/: Min-SNR Table 1 (.csv)")
+    parser.add_argument("--min-snr-table2", required=True, help="papers/: Min-SNR Table 2 (.csv)")
     parser.add_argument("--csv", required=True, help="output: long-format metrics (.csv)")
     parser.add_argument("--summary", required=True, help="output: one row per table row and metric (.csv)")
     parser.add_argument("--markdown", required=True, help="output: table (.md)")
@@ -432,8 +361,13 @@ def main(argv=None):
     else:
         long = collect(params, results)
         summary = summarize(params, results)
-        table = wide_table(params, results, summary, reference)
-        markdown = (to_markdown(table, params, reference) + "\n".join(paper_agreement(params, results, summary))
+        ddpm = papers.ddpm_table2(args.ddpm_table2) if papers.ddpm_applies(params) else {}
+        table = wide_table(params, results, summary, reference, ddpm)
+        lines = papers.ddpm_agreement(params, results, summary, ddpm) if ddpm else []
+        if papers.min_snr_applies(params):
+            lines += papers.min_snr_sections(params, results, papers.min_snr_table1(args.min_snr_table1),
+                                             papers.min_snr_table2(args.min_snr_table2))
+        markdown = (to_markdown(table, params, reference) + "\n".join(lines)
                     + "\n\n" + "\n".join(seed004_lines(params, results)) + footer(results, list(params.cells))
                     + "\n")
     save_text(long.to_csv(index=False), args.csv)

@@ -89,7 +89,12 @@ MODEL = "{runs}/train/{cell}.pt"
 PLOTS = {"fid_heatmap": ("fid_heatmap", "Grid"), "fid_spread": ("fid_spread", "Grid"),
          "memorization": ("memorization", "Grid"), "loss_curves": ("loss_curves", "Training"),
          "loss_profile": ("loss_profile", "Training"), "samples": ("samples_panel", "Grid"),
-         "uncertainty": ("uncertainty", "Training")}
+         "uncertainty": ("uncertainty", "Training"), "fid_by_step": ("fid_by_step", "Training")}
+
+# The published tables aggregate sets ours beside (pipeline/papers.py), as transcribed in papers/.
+PAPER_TABLES = {"ddpm_table2": "papers/ddpm_2006.11239_table2.csv",
+                "min_snr_table1": "papers/minsnr_2303.09556_table1_unet.csv",
+                "min_snr_table2": "papers/minsnr_2303.09556_table2_gamma.csv"}
 
 STAGES = (
     Stage(
@@ -187,10 +192,12 @@ STAGES = (
         "aggregate",
         "--metrics-dir {input.metrics} --reference {input.reference} --train {input.train}"
         " --heldout {input.heldout} --evaluator {input.evaluator} --evaluator-metrics {input.evaluator_metrics}"
-        " --csv {output.csv} --summary {output.summary} --markdown {output.markdown} --latex {output.latex}",
+        " --ddpm-table2 {input.ddpm_table2} --min-snr-table1 {input.min_snr_table1}"
+        " --min-snr-table2 {input.min_snr_table2} --csv {output.csv} --summary {output.summary}"
+        " --markdown {output.markdown} --latex {output.latex}",
         inputs={"metrics": Each("{results}/metrics/{cell}.json", "{results}/metrics"),
                 "reference": EVALUATOR["reference"], **DATA, "evaluator": EVALUATOR["evaluator"],
-                "evaluator_metrics": "{results}/evaluator.json"},
+                "evaluator_metrics": "{results}/evaluator.json", **PAPER_TABLES},
         outputs={"csv": Out("{results}/metrics.csv", "result"), "summary": Out("{results}/summary.csv", "result"),
                  "markdown": Out("{results}/table.md", "result", report=("report/table.rst", "Table")),
                  "latex": Out("{results}/table.tex", "result")},
@@ -405,8 +412,9 @@ def _out_lines(out, stage):
     return [f"- {path}:", *[f"    {option}" for option in options]]
 
 
-def dvc_stage(stage, stage_code):
-    """One stage of dvc.yaml as lines (indented under `stages:`)."""
+def dvc_stage(stage, stage_code, params_file="params.yaml"):
+    """One stage of dvc.yaml as lines (indented under `stages:`); for another experiment's
+    params file, run from the repository root (`wdir`) and tracking that file's keys."""
     lines = [f"  # {line}".rstrip() for line in stage.comment.splitlines()] + [f"  {stage.name}:"]
     indent = "    "
     if stage.over == "cells":
@@ -414,7 +422,9 @@ def dvc_stage(stage, stage_code):
         indent = "      "
     elif stage.over == "study":
         lines += ["    matrix:", *(f"      {w}: ${{sampler_study.{STUDY_LISTS[w]}}}" for w in stage.wildcards)]
-    lines += [f"{indent}cmd: >-", *(f"{indent}  {line}" for line in _wrap(dvc_cmd(stage)))]
+    if params_file != "params.yaml":
+        lines.append(f"{indent}wdir: {_up(params_file)}")
+    lines += [f"{indent}cmd: >-", *(f"{indent}  {line}" for line in _wrap(dvc_cmd(stage, params_file)))]
     files = stage_code(stage.command_module)
     code = [path for path in files if not path.startswith("diffusion/")]
     if len(code) < len(files):
@@ -424,7 +434,11 @@ def dvc_stage(stage, stage_code):
         *(dvc_path(path, stage) for path in stage.dvc_inputs)]
     lines += _block("deps", [f"- {dep}" for dep in unique(deps)], indent)
     params = dvc_params(stage)
-    lines += _block("params", ["- params.yaml:"] if params == ["*"] else [f"- {p}" for p in params], indent)
+    if params_file == "params.yaml":
+        lines += _block("params", ["- params.yaml:"] if params == ["*"] else [f"- {p}" for p in params], indent)
+    else:
+        keys = [] if params == ["*"] else [f"  - {p}" for p in params]
+        lines += _block("params", [f"- {params_file}:", *keys], indent)
     for key, kinds in (("outs", ("cached", "result")), ("metrics", ("metric",)), ("plots", ("plot",))):
         outs = [line for out in stage.outputs.values() if out.kind in kinds for line in _out_lines(out, stage)]
         lines += _block(key, outs, indent)
@@ -453,27 +467,57 @@ plots:
 """
 
 
-def dvc_yaml():
+EXPERIMENT_HEADER = """\
+# Generated from the stage table (pipeline/dag.py) for {params} by `python -m
+# pipeline.experiments`: edit the table or configs/, not this file. The default experiment's
+# DAG (see ../../dvc.yaml), run from the repository root, reading this folder's params.yaml;
+# DVC keeps this experiment's dvc.lock beside it: `dvc repro {dvc}`.
+"""
+
+
+def _up(params_file):
+    """The repository root seen from the folder of `params_file`."""
+    return "/".join([".."] * len(Path(params_file).parent.parts)) or "."
+
+
+def dvc_yaml(params_file="params.yaml"):
+    """dvc.yaml's text for the default experiment (params.yaml) or another one's params file."""
     from .provenance import stage_code
 
     lines = ["stages:"]
     for stage in STAGES:
-        lines += dvc_stage(stage, stage_code) + [""]
-    return HEADER + "\n".join(lines) + "\n" + TOP_PLOTS
+        lines += dvc_stage(stage, stage_code, params_file) + [""]
+    if params_file == "params.yaml":
+        return HEADER + "\n".join(lines) + "\n" + TOP_PLOTS
+    header = EXPERIMENT_HEADER.format(params=params_file, dvc=Path(params_file).with_name("dvc.yaml"))
+    plots = TOP_PLOTS.replace("${paths.", f"{_up(params_file)}/${{paths.")
+    return header + "\n".join(lines) + "\n" + plots
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write dvc.yaml from the stage table.")
+    parser = argparse.ArgumentParser(description="Write dvc.yaml (and every experiment folder's) from the stage table.")
     parser.add_argument("out", nargs="?", default="dvc.yaml")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs from what would be written")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file differs from what would be written")
     args = parser.parse_args(argv)
+    from . import experiments
+
     text, path = dvc_yaml(), Path(args.out)
+    try:
+        folders = {name: experiments.stale(name) for name in experiments.with_folder()}
+    except experiments.ParamsError as err:
+        sys.exit(f"error: {err}")
     if args.check:
         if not path.exists() or path.read_text() != text:
             sys.exit(f"error: {path} is not what the stage table makes: run `python -m pipeline.dag {path}`")
+        behind = [str(p) for stale in folders.values() for p in stale]
+        if behind:
+            sys.exit(f"error: {', '.join(behind)} not current: run `python -m pipeline.dag`")
         return
     path.write_text(text)
     print(f"wrote {path}")
+    for name, stale in folders.items():
+        if stale:
+            experiments.write(name)
 
 
 if __name__ == "__main__":

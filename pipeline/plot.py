@@ -1,6 +1,6 @@
 """Stage `plot`: seaborn figures of the grid: FID heatmap over parameterization x
 weighting, the spread of FID over seeds against the floors, the memorization check,
-training-loss curves, per-t loss profiles, a panel of sample grids (scatters and score fields
+FID against training step (EMA snapshots), training-loss curves, per-t loss profiles, a panel of sample grids (scatters and score fields
 on 2-D points, with sliced Wasserstein in the heatmap) and, for seed 004's uncertainty
 model, its learned variance sigma_phi^2 against the noise level beside the seed's predicted
 optimum s^2 + (mu_theta - x0)^2. A figure with nothing to draw (no such cell, or every cell
@@ -169,6 +169,28 @@ def loss_profiles(profile_paths, path):
     plt.close(fig)
 
 
+def fid_by_step(metrics, path):
+    """FID against the training set at each EMA snapshot (train.eval_every), one panel per
+    parameterization, one line per row of the table (mean over seeds): how fast each objective
+    converges (Min-SNR's Figure 5)."""
+    rows = metrics[metrics.metric.str.match(r"^fid@\d+$")].dropna(subset=["value"]).copy()
+    if rows.empty:
+        note_figure(path, "FID vs training step: no EMA snapshots in this grid (train.eval_every: 0)")
+        return
+    rows["training step"] = rows.metric.str[4:].astype(int)
+    panels = list(dict.fromkeys(rows.parameterization))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False, sharey=True)
+    for ax, param in zip(axes.flat, panels):
+        sns.lineplot(data=rows[rows.parameterization == param], x="training step", y="value", hue="group",
+                     marker="o", errorbar=None, ax=ax)
+        ax.set_yscale("log")
+        ax.set_title(f"target {param}")
+        ax.set_ylabel("FID against the training set (log)")
+        ax.legend(fontsize=7, title=None)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def uncertainty_plot(profile_paths, path):
     """Seed 004: learned sigma_phi^2 (mean over pixels) against s, beside the seed's predicted
     optimum s^2 + (mu_theta - x0)^2 and Tweedie's implicit choice sigma_phi^2 = s^2."""
@@ -231,6 +253,7 @@ def main(argv=None):
     cells = list(params.cells)
     metrics = pd.read_csv(args.metrics)
     fid_heatmap(metrics, out / "fid_heatmap.png", "sw" if params.points else "fid")
+    fid_by_step(metrics, out / "fid_by_step.png")
     summary, reference = pd.read_csv(args.summary), load_json(args.reference)
     if params.points:  # no FID spread or pixel memorization on 2-D points: say so in the figures
         for name in ("fid_spread", "memorization"):

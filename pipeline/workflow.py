@@ -64,14 +64,22 @@ def _scalars(value):
 
 
 def effective_params(configfiles, overrides, config_values, path=PARAMS):
-    """(params file the stages read, its mapping): `path` with Snakemake's --configfile files
-    and --config values (`overrides`: both, as Snakemake merged them; `config_values`: the
-    --config ones alone) on top, numbers read as YAML 1.2 reads them. Raises ParamsError."""
+    """(params file the stages read, its mapping): `path` (or, for `--config experiment=NAME`,
+    that experiment's resolved params: pipeline/experiments.py, its folder refreshed) with
+    Snakemake's --configfile files and --config values (`overrides`: both, as Snakemake merged
+    them; `config_values`: the --config ones alone) on top, numbers read as YAML 1.2 reads
+    them. Raises ParamsError."""
+    overrides, config_values = dict(overrides or {}), dict(config_values or {})
+    experiment = overrides.pop("experiment", None)
+    config_values.pop("experiment", None)
+    if experiment is not None:
+        from . import experiments
+
+        path = experiments.write(str(experiment))
     base = load_yaml(path)
-    overrides = dict(overrides or {})
     for configfile in configfiles or ():
         overrides = _numbers_from(load_yaml(configfile), overrides)
-    merged = _merge(_merge(base, overrides), _scalars(dict(config_values or {})))
+    merged = _merge(_merge(base, overrides), _scalars(config_values))
     if merged == base:
         return path, base
     text = json.dumps(merged, indent=1, sort_keys=False)  # JSON is YAML: the stages read it as usual
@@ -237,12 +245,37 @@ def last_line(result):
     return lines[-1] if lines else f"exit status {result.returncode}"
 
 
-def dvc_status():
+DAMAGED_LOCK = ("dvc.lock' is invalid", "dvc.lock' validation failed")  # DVC's words
+
+
+def dvc_target(params_file):
+    """The dvc.yaml that describes `params_file` (params.yaml, or an experiment's resolved
+    params beside its own dvc.yaml), or None for a resolved copy with --config values."""
+    path = Path(params_file)
+    if path == Path(PARAMS):
+        return "dvc.yaml"
+    if path.name == PARAMS and path.with_name("dvc.yaml").is_file() and path.parent.parent.name == "experiments":
+        return str(path.with_name("dvc.yaml"))
+    return None
+
+
+def dvc_status(target="dvc.yaml", set_aside_damaged_lock=False):
     """(`dvc status --json` as a mapping, {} when DVC has nothing to do; None) or (None, the
-    failure's last line)."""
-    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
+    failure's last line). DVC rewrites dvc.lock in place after each stage, so a `dvc repro`
+    interrupted at that moment leaves it half-written, and every DVC command then fails on it;
+    with `set_aside_damaged_lock` (only after Snakemake has checked everything) such a file is
+    moved to dvc.lock.damaged, said on stderr, and the status is taken without it: every output
+    then counts as changed, and commit_to_dvc records only what Snakemake made."""
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", target], capture_output=True, text=True)
     if out.returncode != 0:
-        return None, last_line(out)
+        lock = Path(target).with_name("dvc.lock")
+        if set_aside_damaged_lock and lock.is_file() and any(h in out.stderr + out.stdout for h in DAMAGED_LOCK):
+            os.replace(lock, lock.with_name("dvc.lock.damaged"))
+            print(f"{lock} could not be read (half-written by an interrupted dvc command?): moved to "
+                  f"{lock}.damaged, a new one records this run", file=sys.stderr)
+            return dvc_status(target)
+        said = [line.strip() for line in out.stderr.splitlines() if line.strip()]
+        return None, next((line for line in said if line.startswith("ERROR")), said[0] if said else last_line(out))
     try:
         return json.loads(out.stdout or "{}"), None
     except ValueError:
@@ -263,36 +296,39 @@ def _changed_outs(status):
             for path in entry.get("changed outs", {})]
 
 
-def _dvc_commit():
-    """`dvc commit --force` (records every stage's outputs in dvc.lock); None or its last line
-    of error."""
-    commit = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
+def _dvc_commit(target):
+    """`dvc commit --force target` (records the outputs of every stage of the dvc.yaml `target`
+    in its dvc.lock); None or its last line of error."""
+    commit = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", target],
                             capture_output=True, text=True)
     return None if commit.returncode == 0 else last_line(commit)
 
 
 def record_in_dvc(params_file, snakemake_cmd, folders):
-    """After a successful run: when it used params.yaml itself and Snakemake has nothing left
-    to do, `dvc commit` the outputs into dvc.lock (DVC then has nothing to do either),
-    keeping the times of the files under `folders`."""
-    if params_file != PARAMS:
+    """After a successful run: when it used params.yaml (or an experiment's params) itself and
+    Snakemake has nothing left to do, `dvc commit` the outputs into the dvc.lock beside its
+    dvc.yaml (DVC then has nothing to do either), keeping the times of the files under
+    `folders`."""
+    target = dvc_target(params_file)
+    if target is None:
         print(f"dvc.lock not updated: this run used --config/--configfile values ({params_file}), "
-              "which params.yaml does not hold", file=sys.stderr)
+              "which no params file that DVC tracks holds", file=sys.stderr)
         return
     if not Path(".dvc").is_dir() or os.environ.get("DIFFUSION_SKIP_DVC_COMMIT"):
         return
     if not snakemake_done([*snakemake_cmd, "--nolock"])[0]:
         print("dvc.lock not updated: Snakemake still has jobs to run (a partial target?)", file=sys.stderr)
         return
-    status, error = dvc_status()
-    error = f"dvc status failed: {error}" if error else commit_to_dvc(folders, status)
+    status, error = dvc_status(target, set_aside_damaged_lock=True)
+    error = f"dvc status failed: {error}" if error else commit_to_dvc(target, folders, status)
+    lock = Path(target).with_name("dvc.lock")
     if error:
-        print(f"dvc.lock not updated: {error}", file=sys.stderr)
+        print(f"{lock} not updated: {error}", file=sys.stderr)
     else:
-        print("dvc.lock records this run: dvc status has nothing to do", file=sys.stderr)
+        print(f"{lock} records this run: dvc status has nothing to do", file=sys.stderr)
 
 
-def commit_to_dvc(folders, status):
+def commit_to_dvc(target, folders, status):
     """`dvc commit` what Snakemake made, keeping file times; refused (the reason returned) when
     an output differs from dvc.lock (`status`: dvc_status()) and Snakemake did not make it:
     committing it would make the damage permanent, as neither tool would remake it."""
@@ -301,5 +337,5 @@ def commit_to_dvc(folders, status):
         return (f"{', '.join(foreign)} differ from what dvc.lock records and Snakemake did not make them "
                 "(edited, or damaged?): remake them with `dvc repro` or `snakemake --forcerun <rule>`")
     with file_times_kept(folders):
-        error = _dvc_commit()
+        error = _dvc_commit(target)
     return error and f"dvc commit failed: {error}"

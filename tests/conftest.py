@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ("Snakefile", "dvc.yaml", ".dvcignore", "pipeline", "diffusion", "report", "profiles")
+PROJECT_FILES = ("Snakefile", "dvc.yaml", ".dvcignore", "pipeline", "diffusion", "report", "profiles", "papers")
 
 
 def tool(name):
@@ -50,6 +51,22 @@ def make_project(dest, params_file, source=ROOT):
             shutil.copy2(src, dest / name)
     shutil.copy2(params_file, dest / "params.yaml")
     return dest
+
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
+
+
+def experiment_params(name):
+    """configs/<name>.yaml resolved on top of params.yaml (pipeline/experiments.py): a mapping."""
+    from pipeline.experiments import resolve
+
+    return resolve(name, root=ROOT)
+
+
+def write_params(raw, path):
+    """A params mapping written as a params file; returns its path."""
+    Path(path).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return Path(path)
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from pipeline import aggregate
+from pipeline import aggregate, papers
 from pipeline.params import load
 
 METRIC_KEYS = [m for m in aggregate.METRICS]
+PAPER = papers.ddpm_table2(ROOT / "papers" / "ddpm_2006.11239_table2.csv")
 
 
 def fake_results(params, fid_of, diverged=(), noise=0.01):
@@ -47,14 +48,28 @@ def params():
 
 def paper_like(cell):
     """FID in the paper's order (scaled), 10 for rows the paper does not have."""
-    paper = aggregate.PAPER_TABLE2.get((cell.parameterization, cell.weighting, cell.sigma))
+    paper = PAPER.get((cell.parameterization, cell.weighting, cell.sigma))
     return paper[1] / 2 if paper else 10.0
+
+
+def test_the_papers_table_is_read_from_its_csv(tmp_path):
+    """papers/'s layout: one line per (row, metric); an empty Sigma is the paper's fixed one
+    (our fixed_large), an empty value an unstable row; eps-native shares eps-eps's row."""
+    header = "paper,table,dataset,row_label,parameterization,weighting,sigma,schedule,timestep_sampler,steps_or_iters,metric,value,note"
+    lines = ["P,T2,D,a,mu,vlb,learned,linear,,,is,7.5,±0.1", "P,T2,D,a,mu,vlb,learned,linear,,,fid,20.25,",
+             "P,T2,D,b,eps,eps,,linear,uniform,,is,9.5,", "P,T2,D,b,eps,eps,,linear,uniform,,fid,3.5,",
+             "P,T2,D,c,mu,native,,linear,,,is,,unstable", "P,T2,D,c,mu,native,,linear,,,fid,,unstable"]
+    (tmp_path / "t.csv").write_text("\n".join([header, *lines]) + "\n")
+    assert papers.ddpm_table2(tmp_path / "t.csv") == {
+        ("mu", "vlb", "learned"): (7.5, 20.25), ("eps", "eps", "fixed_large"): (9.5, 3.5),
+        ("mu", "native", "fixed_large"): None, ("eps", "native", "fixed_large"): (9.5, 3.5)}
+    assert len(PAPER) == 7 and sum(v is None for v in PAPER.values()) == 2  # the committed table: 6 rows
 
 
 def test_replicates_are_one_row_with_n_and_a_diverged_seed_is_named(params):
     results = fake_results(params, paper_like, diverged={"mu-vlb-s1"})
     summary = aggregate.summarize(params, results)
-    table = aggregate.wide_table(params, results, summary, fake_reference())
+    table = aggregate.wide_table(params, results, summary, fake_reference(), PAPER)
     rows = table.set_index("cell")
     assert len(table) == len(params.replicate_groups()) + 3
     assert "eps-eps-s1" not in rows.index
@@ -72,7 +87,7 @@ def test_replicates_are_one_row_with_n_and_a_diverged_seed_is_named(params):
 def test_a_grid_in_the_paper_order_agrees_with_the_paper(params):
     results = fake_results(params, paper_like)
     summary = aggregate.summarize(params, results)
-    lines = "\n".join(aggregate.paper_agreement(params, results, summary))
+    lines = "\n".join(papers.ddpm_agreement(params, results, summary, PAPER))
     # eps-eps (3 seeds) stands for the paper's eps row; eps-native is not counted twice.
     assert "eps-native" not in lines.split("Rows the paper")[0]
     assert "6 of 6 orderings hold, 0 reversed, 0 unresolved" in lines
@@ -82,14 +97,14 @@ def test_a_grid_in_the_paper_order_agrees_with_the_paper(params):
 
 def test_orderings_within_the_noise_are_unresolved(params):
     results = fake_results(params, paper_like, noise=0.2)  # mu-vlb vs eps-vlb differ by 0.15
-    lines = "\n".join(aggregate.paper_agreement(params, results, aggregate.summarize(params, results)))
+    lines = "\n".join(papers.ddpm_agreement(params, results, aggregate.summarize(params, results), PAPER))
     assert "paper mu-vlb (13.22) < eps-vlb (13.51)" in lines
     assert next(l for l in lines.splitlines() if "mu-vlb (13.22) < eps-vlb" in l).endswith("unresolved")
 
 
 def test_a_reversed_grid_is_reported_as_reversed(params):
     results = fake_results(params, lambda cell: 100 - paper_like(cell))
-    lines = "\n".join(aggregate.paper_agreement(params, results, aggregate.summarize(params, results)))
+    lines = "\n".join(papers.ddpm_agreement(params, results, aggregate.summarize(params, results), PAPER))
     assert "0 of 6 orderings hold, 6 reversed" in lines and "rows that map: -1.00" in lines
 
 

@@ -267,7 +267,7 @@ def other_tool_agrees(project, name):
     """After a successful run of `name`, the other tool's view: (ok, what it said)."""
     if name == "snakemake":
         status = run([tool("dvc"), "status"], cwd=project, check=False)
-        return "Data and pipelines are up to date" in status.stdout, status.stdout.strip()[-600:]
+        return "Data and pipelines are up to date" in status.stdout, (status.stdout + status.stderr).strip()[-600:]
     sync = run([sys.executable, "-m", "pipeline.sync"], cwd=project, check=False)
     dry = run([tool("snakemake"), "-n", "--cores", "1"], cwd=project, check=False)
     said = (sync.stdout + sync.stderr).strip()[-600:] + " || " + (dry.stdout + dry.stderr).strip()[-600:]

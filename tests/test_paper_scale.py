@@ -4,6 +4,7 @@ weights written here: nothing is downloaded), the one-line errors for missing da
 missing weights, and the GPU-side switches that run on a CPU too (bf16 autocast, DDP over
 gloo, torch.compile). No test needs a GPU."""
 
+import copy
 import json
 import pickle
 import re
@@ -17,13 +18,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, make_project, run, tool
+from conftest import ROOT, experiment_params, make_project, run, tool, write_params
 from pipeline import accel, dag, inception
 from pipeline.data import load_cifar10
 from pipeline.io import StageError, load_torch
 from pipeline.params import ParamsError, load, parse
 
-PAPER = ROOT / "configs" / "cifar10.yaml"
+PAPER = experiment_params("cifar10")  # configs/cifar10.yaml on top of params.yaml
 TABLE2 = {("mu", "vlb", "learned"), ("mu", "vlb", "fixed_large"), ("mu", "native", "fixed_large"),
           ("eps", "vlb", "learned"), ("eps", "vlb", "fixed_large"), ("eps", "eps", "fixed_large")}
 TRAIN_PER_BATCH, TEST_IMAGES = 2, 10
@@ -87,7 +88,7 @@ def inception_weights(tmp_path_factory):
 def shrunk_paper_config(cifar_dir, weights):
     """configs/cifar10.yaml with a tiny U-Net, a few steps and few samples: one cell, the same
     keys, the same data and metrics path (test split, flips, bf16, snapshots, Inception)."""
-    raw = yaml.safe_load(PAPER.read_text())
+    raw = copy.deepcopy(PAPER)
     raw["data"]["path"] = str(cifar_dir)
     raw["process"]["T"] = 100
     raw["model"].update(model_channels=8, channel_mult=[1, 2], num_res_blocks=1)
@@ -104,7 +105,7 @@ def shrunk_paper_config(cifar_dir, weights):
 
 # ----- the paper config ----------------------------------------------------------------------
 def test_paper_config_is_ddpm_table2():
-    params = load(PAPER)
+    params = parse(PAPER)
     assert {(c.parameterization, c.weighting, c.sigma) for c in params.cells.values()} == TABLE2
     assert (params.data.name, params.data.heldout_fraction, params.data.random_flip) == ("cifar10", 0, True)
     t = params.train
@@ -118,7 +119,7 @@ def test_paper_config_is_ddpm_table2():
 
 
 def test_paper_dag_dry_runs_six_train_jobs_in_both_tools(tmp_path):
-    project = make_project(tmp_path / "paper", PAPER)
+    project = make_project(tmp_path / "paper", write_params(PAPER, tmp_path / "cifar10.yaml"))
     out = run([tool("snakemake"), "-n", "--forceall", "--cores", "2", "--quiet", "rules"], cwd=project).stdout
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
     assert counts["train"] == counts["sample"] == counts["evaluate"] == 6, out
@@ -189,7 +190,7 @@ def test_prepare_stage_prints_the_cifar_error_as_one_line(tmp_path, capsys):
     from pipeline import prepare
     from pipeline.io import run_stage
 
-    raw = yaml.safe_load(PAPER.read_text())
+    raw = copy.deepcopy(PAPER)
     raw["data"]["path"] = str(tmp_path)  # exists, but holds no batches
     raw["metrics"]["feature_extractor"] = "classifier"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -204,7 +205,7 @@ def test_prepare_stage_prints_the_cifar_error_as_one_line(tmp_path, capsys):
 
 # ----- Inception weights ------------------------------------------------------------------------
 def test_missing_inception_weights_file_fails_validation():
-    raw = yaml.safe_load(PAPER.read_text())
+    raw = copy.deepcopy(PAPER)
     raw["metrics"]["inception_weights"] = "/no/such/inception.pth"
     with pytest.raises(ParamsError) as err:
         parse(raw)
@@ -221,7 +222,7 @@ def test_inception_without_weights_or_network_fails_before_compute(tmp_path, mon
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(inception, "_download", offline)
-    (tmp_path / "params.yaml").write_text(PAPER.read_text())  # inception, weights null
+    write_params(PAPER, tmp_path / "params.yaml")  # inception, weights null
     argv = ["--params", str(tmp_path / "params.yaml"), "--train", str(tmp_path / "t.pt"), "--heldout", str(tmp_path / "h.pt")]
     with pytest.raises(SystemExit):
         run_stage(lambda: prepare.main(argv))

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, make_project, run, tool
+from conftest import EXPERIMENTS, ROOT, experiment_params, make_project, run, tool
 from diffusion import LEARNED_SIGMAS, PARAMETERIZATIONS, SIGMAS, WEIGHTINGS
 from pipeline.build import build_net, build_objective, build_process
 from pipeline.params import ParamsError, load, load_yaml, parse
@@ -130,10 +130,15 @@ def test_the_default_and_tiny_params_are_valid(tiny_params):
     assert len(load(tiny_params).cells) == 5
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")) + sorted(
-    (ROOT / "tests" / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_is_valid(config):
+@pytest.mark.parametrize("config", sorted((ROOT / "tests" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_test_config_is_valid(config):
     assert load(config).cells
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_resolves_to_valid_params(name):
+    """configs/<name>.yaml states differences only; on top of params.yaml it is valid."""
+    assert parse(experiment_params(name)).cells
 
 
 def test_paths_default_to_the_top_level_folders():
@@ -145,9 +150,9 @@ def test_paths_default_to_the_top_level_folders():
 def test_shipped_experiments_keep_their_outputs_apart():
     """Every experiment has its own folders: the default the top-level ones, each config under
     configs/ its own subfolders, so that none overwrites another's results."""
-    configs = [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
+    experiments = [load(ROOT / "params.yaml"), *(parse(experiment_params(name)) for name in EXPERIMENTS)]
     for key in ("data", "runs", "results", "logs"):
-        folders = [getattr(load(c).paths, key) for c in configs]
+        folders = [getattr(p.paths, key) for p in experiments]
         assert len(set(folders)) == len(folders), (key, folders)
 
 

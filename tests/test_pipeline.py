@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 TABLES = ("results/metrics.csv", "results/summary.csv", "results/table.md", "results/table.tex",
           "results/sampler_table.md", "results/sampler_table.csv")
 PLOTS = ("fid_heatmap", "fid_spread", "memorization", "loss_curves", "loss_profile", "samples", "uncertainty",
-         "sampler_study")
+         "fid_by_step", "sampler_study")
 
 
 def planned_jobs(project):

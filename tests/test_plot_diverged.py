@@ -15,7 +15,8 @@ from conftest import ROOT  # noqa: E402
 from pipeline import plot  # noqa: E402
 from pipeline.params import load  # noqa: E402
 
-FIGURES = ("fid_heatmap", "fid_spread", "memorization", "loss_curves", "loss_profile", "samples", "uncertainty")
+FIGURES = ("fid_heatmap", "fid_spread", "memorization", "loss_curves", "loss_profile", "samples", "uncertainty",
+           "fid_by_step")
 IMAGE_METRICS = ("isc_mean", "fid", "fid_matched", "fid_heldout_matched", "nn_ratio", "near_copy_fraction")
 POINT_METRICS = ("sw", "mmd", "nll_bpd")
 
@@ -55,7 +56,8 @@ def diverged_inputs(config, root):
 
 
 @pytest.mark.parametrize("config", [ROOT / "tests" / "configs" / "tiny.yaml",
-                                    ROOT / "configs" / "ncsn_swiss_roll.yaml"], ids=lambda p: p.name)
+                                    ROOT / "experiments" / "ncsn_swiss_roll" / "params.yaml"],
+                         ids=["tiny", "ncsn_swiss_roll"])
 def test_plot_writes_every_figure_when_every_cell_diverged(config, tmp_path):
     plot.main(diverged_inputs(config, tmp_path))
     for name in FIGURES:

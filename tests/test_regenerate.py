@@ -7,6 +7,7 @@ README's "Regenerate the results of a tagged version" gives the commands.)"""
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -28,7 +29,7 @@ def lookup(params, dotted):
     return params
 
 
-@pytest.mark.parametrize("params_file", ["params.yaml", "configs/ncsn_swiss_roll.yaml"])
+@pytest.mark.parametrize("params_file", ["params.yaml", "experiments/ncsn_swiss_roll/params.yaml"])
 def test_aggregate_rewrites_the_committed_tables(tmp_path, params_file):
     """Each experiment's committed tables, in its own results folder (`paths:`)."""
     paths = yaml.safe_load((ROOT / params_file).read_text())["paths"]
@@ -55,21 +56,30 @@ def test_aggregate_rewrites_the_committed_tables(tmp_path, params_file):
         assert (project / name).read_bytes() == (ROOT / name).read_bytes(), name
 
 
-def test_dvc_lock_records_the_committed_params_and_results():
+DVC_FILES = ["dvc.yaml", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*/dvc.yaml"))]
+
+
+@pytest.mark.parametrize("dvc_file", DVC_FILES)
+def test_dvc_lock_records_the_committed_params_and_results(dvc_file):
+    """Each experiment's dvc.lock (the default's and every folder's) records its params file's
+    values and the committed bytes of its small results."""
     from dvc.repo import Repo
     from dvc.utils.serialize import load_yaml  # YAML 1.2, as DVC reads them: 2e-05 is a float
 
-    require("dvc.lock")
-    params = load_yaml(ROOT / "params.yaml")
-    lock = load_yaml(ROOT / "dvc.lock")["stages"]
+    folder = Path(dvc_file).parent
+    params_file = str(folder / "params.yaml")  # as the lock names it (stages run from the root)
+    require(str(folder / "dvc.lock"))
+    params = load_yaml(ROOT / params_file)
+    lock = load_yaml(ROOT / folder / "dvc.lock")["stages"]
     for stage, entry in lock.items():
-        for key, value in entry.get("params", {}).get("params.yaml", {}).items():
+        for key, value in entry.get("params", {}).get(params_file, {}).items():
             assert value == lookup(params, key), f"{stage}: {key}"
     recorded = {out["path"]: out["md5"] for entry in lock.values() for out in entry.get("outs", [])}
     with Repo(str(ROOT)) as repo:
-        small = sorted({str(out.def_path) for stage in repo.index.stages for out in stage.outs if not out.use_cache})
+        small = sorted({str(out.def_path) for stage in repo.index.stages for out in stage.outs
+                        if not out.use_cache and Path(stage.dvcfile.path).resolve() == (ROOT / dvc_file).resolve()})
     assert small
     for path in small:
-        assert path in recorded, f"{path}: not in dvc.lock"
+        assert path in recorded, f"{path}: not in {folder / 'dvc.lock'}"
         require(path)
         assert hashlib.md5((ROOT / path).read_bytes()).hexdigest() == recorded[path], path

@@ -1,9 +1,10 @@
 """Issue 11 end to end on 2-D data: the tiny NCSN Swiss-roll config through Snakemake gives
 scatter plots instead of image grids, distances instead of FID, seed 004's two scores as two
 table rows, its variance plot, and the sampler study, all under the config's own folders
-(`paths:`); the shipped NCSN configs describe the same DAG in both tools."""
+(`paths:`); each experiment folder (experiments/) is the same DAG in both tools."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -66,16 +67,17 @@ def test_sampler_study_on_points(swiss_project):
     assert "Nothing to be done" in run([tool("snakemake"), "--cores", "2", "-n"], cwd=p).stdout
 
 
-@pytest.mark.parametrize("config", ["ncsn_swiss_roll.yaml", "ncsn_digits.yaml"])
-def test_ncsn_configs_same_dag_in_both_tools(tmp_path, config):
-    project = make_project(tmp_path / "p", ROOT / "configs" / config)
-    run([tool("dvc"), "init", "--no-scm", "-q"], cwd=project)
-    out = run([tool("snakemake"), "-n", "-p", "--forceall", "--cores", "1"], cwd=project).stdout
+@pytest.mark.parametrize("name", ["ncsn_swiss_roll", "ncsn_digits", "samplers"])
+def test_each_experiment_folder_is_the_same_dag_in_both_tools(name):
+    """`snakemake --config experiment=<name>` and experiments/<name>/dvc.yaml: the same commands."""
+    out = run([tool("snakemake"), "-n", "-p", "--forceall", "--cores", "1", "--config", f"experiment={name}"],
+              cwd=ROOT).stdout
     sm = {normalize(line.split("Shell command: ", 1)[1]) for line in out.splitlines()
           if line.startswith("Shell command: ") and line.strip() != "Shell command: None"}
     from dvc.repo import Repo
 
-    with Repo(str(project)) as repo:
-        dvc = {normalize(stage.cmd) for stage in repo.index.stages}
-    assert sm == dvc
-    assert any("--sampler langevin" in cmd for cmd in dvc)
+    with Repo(str(ROOT)) as repo:
+        dvc = {normalize(stage.cmd) for stage in repo.index.stages
+               if Path(stage.dvcfile.path).resolve() == ROOT / "experiments" / name / "dvc.yaml"}
+    assert sm == dvc and dvc
+    assert all(f"--params experiments/{name}/params.yaml" in cmd for cmd in dvc)

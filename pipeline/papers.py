@@ -1,0 +1,304 @@
+"""The papers' published numbers beside ours, for the aggregate stage's table.md.
+
+Every paper value is read from `papers/*.csv` (transcribed and checked twice; papers/SOURCES.md
+says from where), which are inputs of the aggregate stage in both tools: nothing here types a
+paper's number. Which tables apply follows from the grid's process, as the papers' setups do:
+
+- DDPM Table 2 (Ho et al. 2020): linear-schedule VP grids. Rows map by (parameterization,
+  weighting, Sigma); for each pair the paper orders, our FID difference with its bootstrap
+  interval over seeds and sample resamples (`ddpm_agreement`).
+- Min-SNR Tables 1 and 2 (Hang et al. 2023): cosine-schedule VP grids with min_snr cells.
+  Table 1: FID at every EMA snapshot (train.eval_every) for each target's own loss (`native`,
+  the paper's baseline) and min_snr with gamma 5; Table 2: final FID over the gamma sweep;
+  and FID vs steps for every cell (their Figure 5 as a table), with the claim "min-SNR
+  converges faster for every target" checked budget by budget (`min_snr_sections`).
+
+Our values are 8x8 digits with a small MLP, theirs CIFAR-10 and ImageNet: only orderings are
+compared, never values.
+"""
+
+import itertools
+import re
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+
+# Differences between rows: (metric, its bootstrap resamples in the cell's JSON).
+COMPARED = {"fid": "fid_boot", "fid_heldout_matched": "fid_heldout_matched_boot"}
+SNAPSHOT = re.compile(r"^fid@(\d+)$")  # metrics.csv's FID at an EMA snapshot's step
+
+
+def rng_for(label, seed):
+    """One generator per comparison, so an interval does not depend on the grid's order."""
+    return np.random.default_rng([seed, zlib.crc32(label.encode())])
+
+
+def replicates(results, cells, metric):
+    """(point, bootstrap resamples) of every seed that finished, for stats.difference_interval."""
+    return [(results[c][metric], results[c].get(COMPARED.get(metric))) for c in cells
+            if results[c]["status"] == "ok" and results[c].get(metric) is not None]
+
+
+def _read(path):
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _verdict(diff):
+    return "holds" if diff["low"] > 0 else "reversed" if diff["high"] < 0 else "unresolved"
+
+
+def _compare(params, results, worse, better, label):
+    """Our FID difference (worse minus better group) with its bootstrap interval, or None."""
+    a, b = replicates(results, worse, "fid"), replicates(results, better, "fid")
+    if not a or not b:
+        return None
+    s = params.stats
+    diff = stats.difference_interval(a, b, s.bootstrap, s.confidence, rng_for(label, s.seed))
+    return {**diff, "n": (len(b), len(a)), "verdict": _verdict(diff)}
+
+
+def _interval_text(diff):
+    return (f"{diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] "
+            f"(n = {diff['n'][0]} vs {diff['n'][1]} seeds): {diff['verdict']}")
+
+
+# ----- DDPM Table 2 ----------------------------------------------------------------------------
+def ddpm_table2(path):
+    """Ho et al. 2020, Table 2 (CIFAR-10, unconditional): (parameterization, weighting, Sigma)
+    -> (IS, FID), None for a row the paper reports as unstable. The paper's "fixed isotropic
+    Sigma" is our fixed_large (beta_t; it found beta-tilde_t similar), and eps's native loss is
+    L_simple, so eps-native maps to the same row as eps-eps."""
+    rows = {}
+    for (param, weighting, sigma), group in _read(path).groupby(["parameterization", "weighting", "sigma"],
+                                                                 sort=False):
+        values = dict(zip(group.metric, group.value))
+        rows[(param, weighting, sigma or "fixed_large")] = (
+            (float(values["is"]), float(values["fid"])) if values.get("fid") else None)
+    rows[("eps", "native", "fixed_large")] = rows[("eps", "eps", "fixed_large")]
+    return rows
+
+
+def ddpm_applies(params):
+    return params.process.kind == "vp" and params.process.schedule == "linear" and not params.points
+
+
+def ddpm_agreement(params, results, summary, paper):
+    """Lines under the table: which of DDPM Table 2's pairwise FID orderings hold here (with
+    our bootstrap interval of the difference), Spearman's rank correlation over the rows
+    that map, and what became of the rows the paper calls unstable. `paper`: ddpm_table2()."""
+    s = params.stats
+    mapped, unstable = {}, []
+    for label, cells in params.replicate_groups().items():
+        cell = params.cells[cells[0]]
+        if cell.train.keys() - {"seed"}:
+            continue  # a row with other training settings is not the paper's row
+        key = (cell.parameterization, cell.weighting, cell.sigma)
+        if key not in paper:
+            continue
+        n_ok = len(replicates(results, cells, "fid"))
+        if paper[key] is None:
+            unstable.append((label, cells, n_ok))
+            continue
+        # eps-native is eps-eps's objective, one paper row: count it once, with the row of most seeds.
+        same = next((k for k, v in mapped.items() if v["row"] == paper[key]), None)
+        if same is not None and mapped[same]["n"] >= n_ok:
+            continue
+        mapped.pop(same, None)
+        mapped[label] = {"paper": paper[key][1], "row": paper[key], "cells": cells, "n": n_ok}
+    lines = ["", f"**Agreement with DDPM Table 2** (FID against the training set, the paper's protocol; "
+                 f"the paper's values are CIFAR-10, so only the ordering is compared). For each pair the "
+                 f"paper orders, our difference (worse minus better row) with its "
+                 f"{s.confidence:.0%} bootstrap interval over seeds and sample resamples:", ""]
+    done = {k: v for k, v in mapped.items() if v["n"]}
+    verdicts = []
+    for a, b in itertools.combinations(done, 2):
+        better, worse = (a, b) if done[a]["paper"] < done[b]["paper"] else (b, a)
+        if done[a]["paper"] == done[b]["paper"]:
+            continue
+        diff = _compare(params, results, done[worse]["cells"], done[better]["cells"], better + worse)
+        verdicts.append(diff["verdict"])
+        lines.append(f"- paper {better} ({done[better]['paper']}) < {worse} ({done[worse]['paper']}): "
+                     f"ours {_interval_text(diff)}")
+    if not verdicts:
+        lines.append("- fewer than two rows map to the paper's table with finished cells: nothing to compare")
+    means = {label: summary[(summary.group == label) & (summary.metric == "fid")]["mean"].iloc[0] for label in done}
+    rho, k = stats.rank_correlation([done[g]["paper"] for g in done], [means[g] for g in done])
+    lines += ["", f"{verdicts.count('holds')} of {len(verdicts)} orderings hold, {verdicts.count('reversed')} "
+                  f"reversed, {verdicts.count('unresolved')} unresolved (interval covers 0). Spearman rank "
+                  f"correlation of mean FID with the paper's over the {k} rows that map: "
+                  f"{'undefined (fewer than 3 rows)' if np.isnan(rho) else f'{rho:+.2f}'}."]
+    if unstable:
+        what = [f"{label} ({'all ' + str(len(cells)) + ' diverged' if not n_ok else f'trained, n = {n_ok}'})"
+                for label, cells, n_ok in unstable]
+        lines.append(f"Rows the paper reports as unstable: {', '.join(what)}.")
+    return lines
+
+
+# ----- Min-SNR Tables 1 and 2 -------------------------------------------------------------------
+def min_snr_table1(path):
+    """Hang et al. 2023, Table 1 (UNet): {(parameterization, weighting): {iterations: FID}};
+    the baseline's weighting, which the table leaves unstated, is the target's own loss
+    (`native`)."""
+    rows = {}
+    for _, r in _read(path).iterrows():
+        if r.metric == "fid" and r.value:
+            rows.setdefault((r.parameterization, r.weighting or "native"), {})[int(r.steps_or_iters)] = float(r.value)
+    return rows
+
+
+def min_snr_table2(path):
+    """Hang et al. 2023, Table 2: {(backbone, parameterization): {gamma: FID}} (gamma as the
+    note states it, `gamma=N`; the backbone as the row label names it)."""
+    rows = {}
+    for _, r in _read(path).iterrows():
+        gamma = re.search(r"gamma=(\d+(?:\.\d+)?)", r.note)
+        if r.metric == "fid" and r.value and gamma:
+            backbone = r.row_label.split(" ")[0]
+            rows.setdefault((backbone, r.parameterization), {})[float(gamma.group(1))] = float(r.value)
+    return rows
+
+
+def min_snr_applies(params):
+    return (params.process.kind == "vp" and params.process.schedule == "cosine"
+            and any(c.weighting == "min_snr" for c in params.cells.values()))
+
+
+def _groups_by_objective(params):
+    """{(parameterization, weighting, gamma or None): replicate group label} for rows whose
+    only override is the min-SNR gamma (and seeds); gamma only for min_snr."""
+    out = {}
+    for label, cells in params.replicate_groups().items():
+        cell = params.cells[cells[0]]
+        if cell.train.keys() - {"seed", "min_snr_gamma"} or cell.sigma != "fixed_large":
+            continue
+        gamma = params.cell_train(cells[0]).min_snr_gamma if cell.weighting == "min_snr" else None
+        out.setdefault((cell.parameterization, cell.weighting, gamma), label)
+    return out
+
+
+def _curve(results, cells):
+    """{step: mean FID over the finished seeds' snapshots}."""
+    points = {}
+    for c in cells:
+        for row in results[c].get("fid_by_step", []) if results[c]["status"] == "ok" else []:
+            if row["fid"] is not None:
+                points.setdefault(row["step"], []).append(row["fid"])
+    return {step: float(np.mean(v)) for step, v in sorted(points.items())}
+
+
+def _fid(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
+def min_snr_sections(params, results, table1, table2):
+    """Lines for table.md: Min-SNR Table 1 beside ours, the claim of their Figure 5 checked on
+    every target the grid trains, and Table 2's gamma sweep."""
+    groups = params.replicate_groups()
+    by_objective = _groups_by_objective(params)
+    steps = sorted({s for label in by_objective.values() for s in _curve(results, groups[label])})
+    nfe = f"{params.sample.sampler}, {params.sample.steps} steps"
+    lines = ["", f"**Min-SNR Table 1** (Hang et al. 2023, UNet on ImageNet 256 latents; ours: FID against "
+                 f"the training set of each EMA snapshot, {params.metrics.snapshot_samples} samples "
+                 f"({nfe}); the paper's values are ImageNet, so only orderings are compared):", ""]
+    paper_iters = sorted({i for row in table1.values() for i in row})
+    lines += ["| target | weighting | " + " | ".join(f"ours @ {s}" for s in steps) + " | "
+              + " | ".join(f"paper @ {i // 1000}k" for i in paper_iters) + " |",
+              "|" + "---|" * (2 + len(steps) + len(paper_iters))]
+    checks = []
+    for param in ("x0", "eps", "v"):
+        native, min_snr = by_objective.get((param, "native", None)), by_objective.get((param, "min_snr", 5.0))
+        if native is None or min_snr is None:
+            continue
+        curves = {}
+        for weighting, label in (("native", native), ("min_snr", min_snr)):
+            curves[weighting] = _curve(results, groups[label])
+            paper = table1.get((param, weighting), {})
+            lines.append(f"| {param} | {weighting}{' (gamma 5)' if weighting == 'min_snr' else ''} | "
+                         + " | ".join(_fid(curves[weighting].get(s)) for s in steps) + " | "
+                         + " | ".join(_fid(paper.get(i)) for i in paper_iters) + " |")
+        ours = sum(curves["min_snr"].get(s, np.inf) < curves["native"].get(s, -np.inf) for s in steps)
+        paper = table1.get((param, "native"), {}), table1.get((param, "min_snr"), {})
+        theirs = sum(paper[1][i] < paper[0][i] for i in paper_iters if i in paper[0] and i in paper[1])
+        diff = _compare(params, results, groups[native], groups[min_snr], f"min_snr-{param}")
+        checks.append(f"- {param}: min_snr below native at {ours} of {len(steps)} of our budgets"
+                      + (f" (paper: {theirs} of {len(paper_iters)})" if paper[0] else " (not in the paper's table)")
+                      + (f"; final FID native minus min_snr: {_interval_text(diff)}" if diff else ""))
+    lines += ["", *checks]
+    lines += figure5_lines(params, results, by_objective, groups, steps)
+    lines += gamma_lines(params, results, by_objective, groups, table2)
+    return lines
+
+
+FIGURE5 = ("native", "eps", "trunc_snr", "min_snr")  # weightings on each target (their Figure 5)
+
+
+def figure5_lines(params, results, by_objective, groups, steps):
+    """FID vs steps for every (target, weighting) of Figure 5 the grid trains, and how often
+    min_snr is the lowest of a target's weightings."""
+    lines = ["", "**FID vs training steps** (their Figure 5 as a table; `eps` weighting = their "
+                 "SNR strategy, lambda = SNR on the x0 loss; min_snr with gamma 5):", "",
+             "| target | weighting | " + " | ".join(f"@ {s}" for s in steps) + " |",
+             "|" + "---|" * (2 + len(steps))]
+    claims = []
+    for param in ("eps", "x0", "v"):
+        curves = {w: _curve(results, groups[by_objective[(param, w, 5.0 if w == "min_snr" else None)]])
+                  for w in FIGURE5 if (param, w, 5.0 if w == "min_snr" else None) in by_objective}
+        for weighting, curve in curves.items():
+            lines.append(f"| {param} | {weighting} | " + " | ".join(_fid(curve.get(s)) for s in steps) + " |")
+        if "min_snr" in curves and len(curves) > 1:
+            best = [min(curves, key=lambda w: curves[w].get(s, np.inf)) for s in steps]
+            claims.append(f"{param}: min_snr lowest of {len(curves)} weightings at {best.count('min_snr')} of "
+                          f"{len(steps)} budgets (first budget: {best[0]})")
+    if claims:
+        lines += ["", "Their claim, min-SNR converges faster for every target: " + "; ".join(claims) + "."]
+    return lines
+
+
+def gamma_lines(params, results, by_objective, groups, table2):
+    """Table 2: final FID over the gamma sweep for each target, beside the paper's."""
+    gammas = sorted({g for (_, w, g) in by_objective if w == "min_snr"})
+    targets = [p for p in ("x0", "eps", "v") if sum((p, "min_snr", g) in by_objective for g in gammas) > 1]
+    if not targets:
+        return []
+    paper_cols = [(b, p) for p in targets for b in sorted({b for b, _ in table2}) if (b, p) in table2]
+    lines = ["", f"**Min-SNR Table 2** (gamma sweep; ours: final FID against the training set, "
+                 f"{params.sample.num_samples} samples, mean over seeds; the paper's: ImageNet 256):", "",
+             "| gamma | " + " | ".join(f"ours {p}" for p in targets) + " | "
+             + " | ".join(f"paper {b} {p}" for b, p in paper_cols) + " |",
+             "|" + "---|" * (1 + len(targets) + len(paper_cols))]
+    means = {}
+    for g in gammas:
+        row = []
+        for p in targets:
+            label = by_objective.get((p, "min_snr", g))
+            reps = replicates(results, groups[label], "fid") if label else []
+            means[(p, g)] = float(np.mean([v for v, _ in reps])) if reps else None
+            row.append(_fid(means[(p, g)]))
+        lines.append(f"| {g:g} | " + " | ".join(row) + " | "
+                     + " | ".join(_fid(table2[k].get(g)) for k in paper_cols) + " |")
+    lines.append("")
+    for p in targets:
+        done = [g for g in gammas if means[(p, g)] is not None]
+        ours_best = min(done, key=lambda g: means[(p, g)]) if done else None
+        for backbone, param in paper_cols:
+            if param != p:
+                continue
+            shared = [g for g in done if g in table2[(backbone, p)]]
+            rho, k = stats.rank_correlation([table2[(backbone, p)][g] for g in shared], [means[(p, g)] for g in shared])
+            theirs = min(table2[(backbone, p)], key=table2[(backbone, p)].get)
+            lines.append(f"- {p} vs paper {backbone}: best gamma ours {ours_best:g}, theirs {theirs:g}; Spearman "
+                         f"over {k} gammas: {'undefined' if np.isnan(rho) else f'{rho:+.2f}'}")
+        base = by_objective.get((p, "min_snr", 5.0))
+        for g in done:
+            if g != 5.0 and base:
+                diff = _compare(params, results, groups[by_objective[(p, "min_snr", g)]], groups[base],
+                                f"gamma-{p}-{g:g}")
+                if diff:
+                    which = {"holds": "gamma 5 lower", "reversed": f"gamma {g:g} lower"}.get(diff["verdict"], "unresolved")
+                    lines.append(f"- {p}: FID at gamma {g:g} minus at gamma 5: {diff['diff']:+.3f} "
+                                 f"[{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {diff['n'][1]} vs "
+                                 f"{diff['n'][0]} seeds): {which}")
+    return lines
