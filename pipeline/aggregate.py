@@ -259,7 +259,7 @@ def to_markdown(table, params, reference):
         f"Memorization: NN ratio is the median L2 distance (pixels in [-1, 1]) from a sample to its "
         f"nearest training image over the same for held-out images (1.0: no closer to the training "
         f"set than new real data; 0: exact copies); copies % is the share of samples within "
-        f"{m.copy_threshold:g} of a training image. NLL is the held-out VLB in bits/dim. "
+        f"{m.copy_threshold:g} of a training image. NLL is the held-out VLB in bits/dim, {papers.DECODER}. "
         + (f"Paper columns: Ho et al. 2020 Table 2 on CIFAR-10 (Inception features), {comparable}; "
            if "paper FID" in table else "")
         + "'-' marks a cell that diverged.",
@@ -332,6 +332,7 @@ def main(argv=None):
     parser.add_argument("--heldout", required=True, help="held-out split (.pt)")
     parser.add_argument("--evaluator", required=True, help="the evaluator's weights (.pt)")
     parser.add_argument("--evaluator-metrics", required=True, help="the evaluator stage's JSON")
+    parser.add_argument("--ddpm-table1", required=True, help="papers/: DDPM Table 1's NLL (.csv)")
     parser.add_argument("--ddpm-table2", required=True, help="papers/: DDPM Table 2 (.csv)")
     parser.add_argument("--min-snr-table1", required=True, help="papers/: Min-SNR Table 1 (.csv)")
     parser.add_argument("--min-snr-table2", required=True, help="papers/: Min-SNR Table 2 (.csv)")
@@ -363,7 +364,8 @@ def main(argv=None):
         summary = summarize(params, results)
         ddpm = papers.ddpm_table2(args.ddpm_table2) if papers.ddpm_applies(params) else {}
         table = wide_table(params, results, summary, reference, ddpm)
-        lines = papers.ddpm_agreement(params, results, summary, ddpm) if ddpm else []
+        lines = [*papers.ddpm_agreement(params, results, summary, ddpm),
+                 *papers.ddpm_nll_lines(params, results, papers.ddpm_table1(args.ddpm_table1))] if ddpm else []
         if papers.min_snr_applies(params):
             lines += papers.min_snr_sections(params, results, papers.min_snr_table1(args.min_snr_table1),
                                              papers.min_snr_table2(args.min_snr_table2))

@@ -92,7 +92,8 @@ PLOTS = {"fid_heatmap": ("fid_heatmap", "Grid"), "fid_spread": ("fid_spread", "G
          "uncertainty": ("uncertainty", "Training"), "fid_by_step": ("fid_by_step", "Training")}
 
 # The published tables aggregate sets ours beside (pipeline/papers.py), as transcribed in papers/.
-PAPER_TABLES = {"ddpm_table2": "papers/ddpm_2006.11239_table2.csv",
+PAPER_TABLES = {"ddpm_table1": "papers/ddpm_2006.11239_table1_nll.csv",
+                "ddpm_table2": "papers/ddpm_2006.11239_table2.csv",
                 "min_snr_table1": "papers/minsnr_2303.09556_table1_unet.csv",
                 "min_snr_table2": "papers/minsnr_2303.09556_table2_gamma.csv"}
 
@@ -192,8 +193,9 @@ STAGES = (
         "aggregate",
         "--metrics-dir {input.metrics} --reference {input.reference} --train {input.train}"
         " --heldout {input.heldout} --evaluator {input.evaluator} --evaluator-metrics {input.evaluator_metrics}"
-        " --ddpm-table2 {input.ddpm_table2} --min-snr-table1 {input.min_snr_table1}"
-        " --min-snr-table2 {input.min_snr_table2} --csv {output.csv} --summary {output.summary}"
+        " --ddpm-table1 {input.ddpm_table1} --ddpm-table2 {input.ddpm_table2}"
+        " --min-snr-table1 {input.min_snr_table1} --min-snr-table2 {input.min_snr_table2}"
+        " --csv {output.csv} --summary {output.summary}"
         " --markdown {output.markdown} --latex {output.latex}",
         inputs={"metrics": Each("{results}/metrics/{cell}.json", "{results}/metrics"),
                 "reference": EVALUATOR["reference"], **DATA, "evaluator": EVALUATOR["evaluator"],

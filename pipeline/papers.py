@@ -4,9 +4,10 @@ Every paper value is read from `papers/*.csv` (transcribed and checked twice; pa
 says from where), which are inputs of the aggregate stage in both tools: nothing here types a
 paper's number. Which tables apply follows from the grid's process, as the papers' setups do:
 
-- DDPM Table 2 (Ho et al. 2020): linear-schedule VP grids. Rows map by (parameterization,
-  weighting, Sigma); for each pair the paper orders, our FID difference with its bootstrap
-  interval over seeds and sample resamples (`ddpm_agreement`).
+- DDPM Tables 1 and 2 (Ho et al. 2020): linear-schedule VP grids. Table 2's rows map by
+  (parameterization, weighting, Sigma); for each pair the paper orders, our FID difference
+  with its bootstrap interval over seeds and sample resamples (`ddpm_agreement`). Table 1's
+  NLL: L with a fixed Sigma against L_simple, over seeds (`ddpm_nll_lines`).
 - Min-SNR Tables 1 and 2 (Hang et al. 2023): cosine-schedule VP grids with min_snr cells.
   Table 1: FID at every EMA snapshot (train.eval_every) for each target's own loss (`native`,
   the paper's baseline) and min_snr with gamma 5; Table 2: final FID over the gamma sweep;
@@ -135,6 +136,49 @@ def ddpm_agreement(params, results, summary, paper):
                 for label, cells, n_ok in unstable]
         lines.append(f"Rows the paper reports as unstable: {', '.join(what)}.")
     return lines
+
+
+# ----- DDPM Table 1 (NLL) -----------------------------------------------------------------------
+DECODER = ("its t = 0 term with the discretized Gaussian decoder's CDF computed exactly (erf; DDPM's and "
+           "improved-diffusion's code use a tanh approximation there)")
+
+
+def ddpm_table1(path):
+    """Ho et al. 2020, Table 1's NLL column on the test split: {(parameterization, weighting):
+    bits/dim}. The table does not name the L row's parameterization; its IS and FID equal Table
+    2's eps row with L and a fixed Sigma, so it maps to eps-vlb (papers/SOURCES.md)."""
+    rows = {}
+    for _, r in _read(path).iterrows():
+        if r.metric == "nll_bits_per_dim" and r.note.startswith("test split") and r.value:
+            rows[(r.parameterization or "eps", r.weighting)] = float(r.value)
+    return rows
+
+
+def ddpm_nll_lines(params, results, table1):
+    """DDPM Table 1's NLL ordering (L with a fixed Sigma below L_simple) against ours: the
+    held-out NLL of eps-vlb and eps-eps over seeds, with Welch's interval of the difference."""
+    rows = {}
+    for label, cells in params.replicate_groups().items():
+        cell = params.cells[cells[0]]
+        key = (cell.parameterization, "eps" if cell.weighting == "native" else cell.weighting)
+        if key in table1 and cell.sigma == "fixed_large" and not cell.train.keys() - {"seed"}:
+            values = [results[c]["nll_bpd"] for c in cells
+                      if results[c]["status"] == "ok" and results[c].get("nll_bpd") is not None]
+            if len(values) > len(rows.get(key, ("", []))[1]):
+                rows[key] = (label, values)
+    vlb, simple = rows.get(("eps", "vlb")), rows.get(("eps", "eps"))
+    if not vlb or not simple:
+        return []  # the grid has not both rows (eps-vlb, and eps-eps or eps-native)
+    lines = ["", f"**DDPM Table 1, NLL** (bits/dim on {params.metrics.nll_examples} held-out images, "
+                 f"{DECODER}):", ""]
+    diff = stats.welch_interval(simple[1], vlb[1], params.stats.confidence)
+    verdict = ("unresolved (fewer than 2 seeds each)" if np.isnan(diff["low"]) else
+               "holds" if diff["low"] > 0 else "reversed" if diff["high"] < 0 else "unresolved")
+    return lines + [
+        f"- paper: L, fixed Sigma {table1[('eps', 'vlb')]:.2f} < L_simple {table1[('eps', 'eps')]:.2f} (upper bounds, "
+        f"CIFAR-10 test set); ours: {vlb[0]} {np.mean(vlb[1]):.3f} vs {simple[0]} {np.mean(simple[1]):.3f}; "
+        f"L_simple minus L {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] (Welch over "
+        f"{len(simple[1])} and {len(vlb[1])} seeds): {verdict}"]
 
 
 # ----- Min-SNR Tables 1 and 2 -------------------------------------------------------------------

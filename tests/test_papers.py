@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT, experiment_params
 from pipeline import papers
-from pipeline.params import parse
+from pipeline.params import load, parse
 
 TABLE1 = papers.min_snr_table1(ROOT / "papers" / "minsnr_2303.09556_table1_unet.csv")
 TABLE2 = papers.min_snr_table2(ROOT / "papers" / "minsnr_2303.09556_table2_gamma.csv")
@@ -71,3 +71,19 @@ def test_a_grid_against_the_papers_claims_is_reversed(params):
     line = next(l for l in text.splitlines() if l.startswith("- x0: min_snr below native"))
     assert "at 0 of 5 of our budgets" in line and line.endswith("reversed")
     assert "x0: min_snr lowest of 4 weightings at 0 of 5 budgets" in text
+
+
+@pytest.mark.parametrize("vlb_nll, verdict", [(4.0, "holds"), (4.4, "reversed"), (4.2, "unresolved")])
+def test_ddpm_table1s_nll_ordering_over_seeds(vlb_nll, verdict):
+    """Paper: L with a fixed Sigma (3.70) below L_simple (3.75). Ours from the default grid's
+    seeds (eps-eps 3, eps-vlb 2), Welch's interval of L_simple minus L."""
+    params = load(ROOT / "params.yaml")
+    table1 = papers.ddpm_table1(ROOT / "papers" / "ddpm_2006.11239_table1_nll.csv")
+    assert table1 == {("eps", "vlb"): 3.70, ("eps", "eps"): 3.75}
+    spread = {"": -0.01, "-s1": 0.0, "-s2": 0.01}
+    results = {c: {"status": "ok", "nll_bpd": (vlb_nll if cell.weighting == "vlb" else 4.2)
+                   + next((v for k, v in spread.items() if k and c.endswith(k)), -0.01)}
+               for c, cell in params.cells.items()}
+    line = papers.ddpm_nll_lines(params, results, table1)[-1]
+    assert line.startswith("- paper: L, fixed Sigma 3.70 < L_simple 3.75") and line.endswith(verdict), line
+    assert "(Welch over 3 and 2 seeds)" in line
