@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from .params import ParamsError, load_yaml, parse
+from .params import SLUG, ParamsError, load_yaml, parse
 
 PARAMS = "params.yaml"
 CONFIGS = Path("configs")
@@ -68,6 +68,8 @@ def resolve(name, root=Path(".")):
     """The resolved params mapping of experiment `name` (configs/<name>.yaml on top of
     params.yaml, under `root`), validated. Raises ParamsError."""
     root = Path(root)
+    if not SLUG.fullmatch(name):
+        raise ParamsError(f"experiment {name!r}: a name is a-z, 0-9 and _ (configs/<name>.yaml)")
     config = CONFIGS / f"{name}.yaml"
     if not (root / config).is_file():
         known = ", ".join(sorted(p.stem for p in (root / CONFIGS).glob("*.yaml"))) or "none"

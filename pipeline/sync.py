@@ -16,6 +16,7 @@ configs/NAME.yaml's experiment (its folder experiments/NAME/).
 import argparse
 import shutil
 import subprocess
+from pathlib import Path
 
 from . import experiments
 from .io import StageError, run_stage
@@ -29,6 +30,7 @@ class Experiment:
     def __init__(self, name=None):
         self.params = str(experiments.params_file(name)) if name else "params.yaml"
         self.target = str(experiments.dvc_file(name)) if name else "dvc.yaml"
+        self.lock = str(Path(self.target).with_name("dvc.lock"))
         self.snakemake = [shutil.which("snakemake") or "snakemake", "--cores", "1",
                           *(["--config", f"experiment={name}"] if name else [])]
 
@@ -71,8 +73,8 @@ def main(argv=None):
     elif exp.snakemake_up_to_date():
         error = commit_to_dvc(exp.target, exp.folders(), status)
         if error or not exp.dvc_up_to_date()[0]:
-            raise StageError(f"dvc.lock not updated: {error or 'dvc status still lists changes'}")
-        print("dvc.lock now records Snakemake's outputs: snakemake -n and dvc status both have nothing to do")
+            raise StageError(f"{exp.lock} not updated: {error or 'dvc status still lists changes'}")
+        print(f"{exp.lock} now records Snakemake's outputs: snakemake -n and dvc status both have nothing to do")
     else:
         raise StageError("neither tool has finished (snakemake -n and dvc status both list work): run "
                          "`snakemake --cores all` or `dvc repro` first")

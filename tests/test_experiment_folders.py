@@ -62,6 +62,8 @@ def test_a_mistake_in_a_config_names_the_config_and_the_key(workspace):
         experiments.resolve("mini")
     with pytest.raises(ParamsError, match=r"experiment 'nope': configs/nope.yaml not found \(experiments: mini\)"):
         experiments.resolve("nope")
+    with pytest.raises(ParamsError, match=r"experiment '../mini': a name is a-z, 0-9 and _"):
+        experiments.resolve("../mini")
 
 
 def test_check_names_a_stale_folder(workspace, capsys):

@@ -59,11 +59,23 @@ def test_aggregate_rewrites_the_committed_tables(tmp_path, params_file):
 DVC_FILES = ["dvc.yaml", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*/dvc.yaml"))]
 
 
+@pytest.fixture(scope="module")
+def small_outputs():
+    """{dvc.yaml path: its stages' uncached (committed) outputs}, DVC's project read once."""
+    from dvc.repo import Repo
+
+    outputs = {}
+    with Repo(str(ROOT)) as repo:
+        for stage in repo.index.stages:
+            dvc_file = str(Path(stage.dvcfile.path).resolve().relative_to(ROOT))
+            outputs.setdefault(dvc_file, set()).update(str(o.def_path) for o in stage.outs if not o.use_cache)
+    return outputs
+
+
 @pytest.mark.parametrize("dvc_file", DVC_FILES)
-def test_dvc_lock_records_the_committed_params_and_results(dvc_file):
+def test_dvc_lock_records_the_committed_params_and_results(dvc_file, small_outputs):
     """Each experiment's dvc.lock (the default's and every folder's) records its params file's
     values and the committed bytes of its small results."""
-    from dvc.repo import Repo
     from dvc.utils.serialize import load_yaml  # YAML 1.2, as DVC reads them: 2e-05 is a float
 
     folder = Path(dvc_file).parent
@@ -75,9 +87,7 @@ def test_dvc_lock_records_the_committed_params_and_results(dvc_file):
         for key, value in entry.get("params", {}).get(params_file, {}).items():
             assert value == lookup(params, key), f"{stage}: {key}"
     recorded = {out["path"]: out["md5"] for entry in lock.values() for out in entry.get("outs", [])}
-    with Repo(str(ROOT)) as repo:
-        small = sorted({str(out.def_path) for stage in repo.index.stages for out in stage.outs
-                        if not out.use_cache and Path(stage.dvcfile.path).resolve() == (ROOT / dvc_file).resolve()})
+    small = sorted(small_outputs.get(dvc_file, ()))
     assert small
     for path in small:
         assert path in recorded, f"{path}: not in {folder / 'dvc.lock'}"
