@@ -292,7 +292,7 @@ def figure5_lines(params, results, by_objective, groups, steps):
                   for w in FIGURE5 if (param, w, 5.0 if w == "min_snr" else None) in by_objective}
         for weighting, curve in curves.items():
             lines.append(f"| {param} | {weighting} | " + " | ".join(_fid(curve.get(s)) for s in steps) + " |")
-        if "min_snr" in curves and len(curves) > 1:
+        if "min_snr" in curves and len(curves) > 1 and steps:
             best = [min(curves, key=lambda w: curves[w].get(s, np.inf)) for s in steps]
             claims.append(f"{param}: min_snr lowest of {len(curves)} weightings at {best.count('min_snr')} of "
                           f"{len(steps)} budgets (first budget: {best[0]})")
@@ -326,7 +326,10 @@ def gamma_lines(params, results, by_objective, groups, table2):
     lines.append("")
     for p in targets:
         done = [g for g in gammas if means[(p, g)] is not None]
-        ours_best = min(done, key=lambda g: means[(p, g)]) if done else None
+        if not done:
+            lines.append(f"- {p}: no gamma finished (every seed diverged): nothing to compare")
+            continue
+        ours_best = min(done, key=lambda g: means[(p, g)])
         for backbone, param in paper_cols:
             if param != p:
                 continue

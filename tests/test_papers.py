@@ -87,3 +87,10 @@ def test_ddpm_table1s_nll_ordering_over_seeds(vlb_nll, verdict):
     line = papers.ddpm_nll_lines(params, results, table1)[-1]
     assert line.startswith("- paper: L, fixed Sigma 3.70 < L_simple 3.75") and line.endswith(verdict), line
     assert "(Welch over 3 and 2 seeds)" in line
+
+
+def test_every_cell_diverged_is_said_not_raised(params):
+    results = {c: {"status": "diverged", "step": 100} for c in params.cells}
+    text = "\n".join(papers.min_snr_sections(params, results, TABLE1, TABLE2))
+    assert "- x0: no gamma finished (every seed diverged): nothing to compare" in text
+    assert "min_snr below native at 0 of 0 of our budgets" in text
