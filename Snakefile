@@ -5,8 +5,9 @@
 # `sampler_study` and ends in sampler_table. All settings live in params.yaml, validated here
 # before any job runs (with `--config`/`--configfile` values on top, which the stages then read
 # too: pipeline/workflow.py). `--config experiment=NAME` runs configs/NAME.yaml's experiment
-# from its folder experiments/NAME/ (pipeline/experiments.py). Each rule's `params:` names every section it depends on,
-# transitively (sampling and scoring depend on the cell's training settings), and `rule all`
+# from its folder experiments/NAME/ (pipeline/experiments.py). Each rule's `params:` names
+# every section it depends on, transitively (sampling and scoring depend on the cell's
+# training settings), and `rule all`
 # asks for every artifact, so a missing or corrupt intermediate is remade. Every artifact
 # records its fingerprint; aggregate and sampler_table refuse stale inputs
 # (pipeline/provenance.py). GPUs, bf16, DDP and SLURM are params and profile settings
