@@ -22,8 +22,6 @@ from .papers import COMPARED, replicates, rng_for
 from .io import StageError, load_json, load_torch, run_stage, save_text
 from .params import load_or_exit
 
-
-
 # metric -> what it is measured against: the training set, the held-out set, or nothing.
 METRICS = {
     "isc_mean": "", "isc_std": "",

@@ -505,21 +505,19 @@ def main(argv=None):
 
     text, path = dvc_yaml(), Path(args.out)
     try:
-        folders = {name: experiments.stale(name) for name in experiments.with_folder()}
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                sys.exit(f"error: {path} is not what the stage table makes: run `python -m pipeline.dag {path}`")
+            behind = [str(p) for name in experiments.with_folder() for p in experiments.stale(name)]
+            if behind:
+                sys.exit(f"error: {', '.join(behind)} not current: run `python -m pipeline.dag`")
+            return
+        path.write_text(text)
+        print(f"wrote {path}")
+        for name in experiments.with_folder():
+            experiments.write(name)  # only what changed
     except experiments.ParamsError as err:
         sys.exit(f"error: {err}")
-    if args.check:
-        if not path.exists() or path.read_text() != text:
-            sys.exit(f"error: {path} is not what the stage table makes: run `python -m pipeline.dag {path}`")
-        behind = [str(p) for stale in folders.values() for p in stale]
-        if behind:
-            sys.exit(f"error: {', '.join(behind)} not current: run `python -m pipeline.dag`")
-        return
-    path.write_text(text)
-    print(f"wrote {path}")
-    for name, stale in folders.items():
-        if stale:
-            experiments.write(name)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ folder `experiments/<name>/`, written from it by this module:
   (`wdir`); DVC keeps its `dvc.lock` beside it.
 
     python -m pipeline.experiments ncsn_digits     # write (or refresh) its folder
-    snakemake --cores all --config experiment=ncsn_digits   # refreshes the folder itself
+    snakemake --cores all --config experiment=ncsn_digits   # refreshes its params itself
     dvc repro experiments/ncsn_digits/dvc.yaml
     python -m pipeline.experiments --check         # every folder current? (exit 1 naming it)
 
@@ -52,21 +52,21 @@ def dvc_file(name):
     return FOLDERS / name / "dvc.yaml"
 
 
-def merge(base, override, top=True):
-    """`override` on top of `base`: nested mappings merge, anything else (and a top-level
-    `cells:`) replaces."""
+def merge(base, override, replaced=()):
+    """`override` on top of `base`: nested mappings merge, anything else replaces (Snakemake's
+    config merge), and so do the top-level keys in `replaced`."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and not (top and key in REPLACED):
-            out[key] = merge(out[key], value, top=False)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in replaced:
+            out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
-def resolve(name, root=Path(".")):
+def resolve(name, root=Path("."), validate=True):
     """The resolved params mapping of experiment `name` (configs/<name>.yaml on top of
-    params.yaml, under `root`), validated. Raises ParamsError."""
+    params.yaml, under `root`), validated unless `validate` is false. Raises ParamsError."""
     root = Path(root)
     if not SLUG.fullmatch(name):
         raise ParamsError(f"experiment {name!r}: a name is a-z, 0-9 and _ (configs/<name>.yaml)")
@@ -77,37 +77,57 @@ def resolve(name, root=Path(".")):
     override = load_yaml(root / config) or {}
     if not isinstance(override, dict):
         raise ParamsError(f"{config}: expected a mapping at the top level")
-    resolved = merge(load_yaml(root / PARAMS), override)
-    try:
-        parse(resolved)
-    except ParamsError as err:
-        raise ParamsError(f"{config} (on top of {PARAMS}): {err}") from None
+    resolved = merge(load_yaml(root / PARAMS), override, replaced=REPLACED)
+    if validate:
+        try:
+            parse(resolved)  # imports the library's registries (torch): seconds
+        except ParamsError as err:
+            raise ParamsError(f"{config} (on top of {PARAMS}): {err}") from None
     return resolved
 
 
-def render(name):
-    """{path: text} of the experiment's folder."""
+def _params_text(name, validate=True):
+    body = yaml.safe_dump(resolve(name, validate=validate), sort_keys=False, width=1000)  # floats keep a dot
+    return HEADER.format(name=name) + body
+
+
+def _dvc_text(name):
     from .dag import dvc_yaml
 
-    resolved = resolve(name)
-    body = yaml.safe_dump(resolved, sort_keys=False, width=1000)  # floats keep a dot or exponent
-    return {params_file(name): HEADER.format(name=name) + body,
-            dvc_file(name): dvc_yaml(str(params_file(name)))}
+    return dvc_yaml(str(params_file(name)))
+
+
+def _differs(path, text):
+    return not path.is_file() or path.read_text() != text
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def stale(name):
     """The files of the folder that differ from what would be written."""
-    return [path for path, text in render(name).items() if not path.is_file() or path.read_text() != text]
+    return [path for path, text in ((params_file(name), _params_text(name)), (dvc_file(name), _dvc_text(name)))
+            if _differs(path, text)]
 
 
-def write(name):
-    """Write the folder's files that changed; returns the resolved params file's path."""
-    for path, text in render(name).items():
-        if not path.is_file() or path.read_text() != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path}", file=sys.stderr)
-    return str(params_file(name))
+def write(name, refresh_dvc=True):
+    """Write the folder's files that changed; returns the resolved params file's path. The
+    params are validated only when they changed (the Snakefile calls this on every start, and
+    validates the file it returns once, cached); with `refresh_dvc` false the dvc.yaml is
+    written only when missing (`python -m pipeline.dag` refreshes every folder's)."""
+    path = params_file(name)
+    text = _params_text(name, validate=False)
+    if _differs(path, text):
+        resolve(name)  # a mistake names the config, and nothing is written
+        _write(path, text)
+    if refresh_dvc or not dvc_file(name).is_file():
+        dvc = _dvc_text(name)
+        if _differs(dvc_file(name), dvc):
+            _write(dvc_file(name), dvc)
+    return str(path)
 
 
 def main(argv=None):

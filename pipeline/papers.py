@@ -172,8 +172,7 @@ def ddpm_nll_lines(params, results, table1):
     lines = ["", f"**DDPM Table 1, NLL** (bits/dim on {params.metrics.nll_examples} held-out images, "
                  f"{DECODER}):", ""]
     diff = stats.welch_interval(simple[1], vlb[1], params.stats.confidence)
-    verdict = ("unresolved (fewer than 2 seeds each)" if np.isnan(diff["low"]) else
-               "holds" if diff["low"] > 0 else "reversed" if diff["high"] < 0 else "unresolved")
+    verdict = "unresolved (fewer than 2 seeds each)" if np.isnan(diff["low"]) else _verdict(diff)
     return lines + [
         f"- paper: L, fixed Sigma {table1[('eps', 'vlb')]:.2f} < L_simple {table1[('eps', 'eps')]:.2f} (upper bounds, "
         f"CIFAR-10 test set); ours: {vlb[0]} {np.mean(vlb[1]):.3f} vs {simple[0]} {np.mean(simple[1]):.3f}; "

@@ -20,7 +20,6 @@ Imports stay light (no torch): the Snakefile runs this on every invocation.
 
 import base64
 import contextlib
-import copy
 import hashlib
 import json
 import os
@@ -30,20 +29,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+from . import experiments
+from .experiments import merge
 from .params import load_yaml, yaml_scalar
 
 PARAMS = "params.yaml"
-
-
-def _merge(base, override):
-    """Snakemake's config merge: nested mappings merge, anything else replaces."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _numbers_from(parsed, snakemake_value):
@@ -73,13 +63,11 @@ def effective_params(configfiles, overrides, config_values, path=PARAMS):
     experiment = overrides.pop("experiment", None)
     config_values.pop("experiment", None)
     if experiment is not None:
-        from . import experiments
-
-        path = experiments.write(str(experiment))
+        path = experiments.write(str(experiment), refresh_dvc=False)
     base = load_yaml(path)
     for configfile in configfiles or ():
         overrides = _numbers_from(load_yaml(configfile), overrides)
-    merged = _merge(_merge(base, overrides), _scalars(config_values))
+    merged = merge(merge(base, overrides), _scalars(config_values))
     if merged == base:
         return path, base
     text = json.dumps(merged, indent=1, sort_keys=False)  # JSON is YAML: the stages read it as usual
