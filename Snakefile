@@ -26,7 +26,7 @@ try:  # every mistake is one line, before any job runs (cached while nothing cha
     PARAMS_FILE, effective = glue.effective_params(settings.configfiles, settings.overwrite_config, settings.config)
     validate_once(PARAMS_FILE)
 except ParamsError as err:
-    sys.exit(f"error: {err}")
+    sys.exit("\n".join(f"error: {line}" for line in err.lines))
 config.clear()
 config.update(effective)
 

@@ -36,7 +36,9 @@ def main():
     images, labels, _ = load_digits()
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "classifier.pt"
-        save_classifier(train_classifier(images, labels, 10, steps=200, seed=0), weights)
+        classifier = train_classifier(images, labels, 10, steps=200, batch_size=128, lr=3e-3, seed=0,
+                                      feature_dim=64)
+        save_classifier(classifier, weights)
         g = torch.Generator().manual_seed(0)
         fake = images[torch.randint(len(images), (args.n,), generator=g)]
         start = time.perf_counter()

@@ -40,7 +40,8 @@ from .weightings import (ADAPTIVE_WEIGHTINGS, MSE_WEIGHTINGS, WEIGHTINGS, revers
                          vlb_weight, weight_table)
 
 __all__ = [
-    "normal_kl", "approx_standard_normal_cdf", "discretized_gaussian_log_likelihood",
+    "normal_kl", "standard_normal_cdf", "tanh_normal_cdf", "NORMAL_CDFS",
+    "discretized_gaussian_log_likelihood",
     "gaussian_log_likelihood", "vlb_term", "AdaptiveHead", "Objective", "mean_flat",
 ]
 
@@ -57,17 +58,30 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
                   + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
 
 
-def approx_standard_normal_cdf(x):
+def standard_normal_cdf(x):
+    """Phi(x), exactly (through erf)."""
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
-def discretized_gaussian_log_likelihood(x0, mean, log_var, levels):
+def tanh_normal_cdf(x):
+    """Phi(x) by the tanh approximation DDPM's and improved-diffusion's code use
+    (`approx_standard_normal_cdf`; Page 1977): off by up to ~2e-4."""
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+# The discretized decoder's Gaussian CDF: `erf` (exact, our default) or `tanh` (the papers'
+# code, so that bits/dim compare term by term with theirs).
+NORMAL_CDFS = {"erf": standard_normal_cdf, "tanh": tanh_normal_cdf}
+
+
+def discretized_gaussian_log_likelihood(x0, mean, log_var, levels, cdf="erf"):
     """log p(x0) for data on `levels` evenly spaced values in [-1, 1] (Ho et al. 2020, eq. 13),
-    the outermost bins extended to +-infinity."""
+    the outermost bins extended to +-infinity; `cdf` names the Gaussian CDF (NORMAL_CDFS)."""
+    phi = NORMAL_CDFS[cdf]
     half_bin = 1.0 / (levels - 1)
     inv_std = torch.exp(-0.5 * log_var)
-    cdf_plus = approx_standard_normal_cdf((x0 - mean + half_bin) * inv_std)
-    cdf_minus = approx_standard_normal_cdf((x0 - mean - half_bin) * inv_std)
+    cdf_plus = phi((x0 - mean + half_bin) * inv_std)
+    cdf_minus = phi((x0 - mean - half_bin) * inv_std)
     tiny = 1e-12
     log_cdf_plus = cdf_plus.clamp(min=tiny).log()
     log_one_minus_cdf_minus = (1 - cdf_minus).clamp(min=tiny).log()
@@ -82,9 +96,9 @@ def gaussian_log_likelihood(x0, mean, log_var):
     return -0.5 * (math.log(2 * math.pi) + log_var + (x0 - mean) ** 2 * torch.exp(-log_var))
 
 
-def vlb_term(denoiser: Denoiser, x0, x_t, t, pred=None, levels=None, detach_mean=False):
+def vlb_term(denoiser: Denoiser, x0, x_t, t, pred=None, levels=None, detach_mean=False, cdf="erf"):
     """L_t per example in bits/dim: the KL for t >= 1, the decoder NLL at t = 0 (discretized
-    with `levels`, or a continuous Gaussian when levels is None)."""
+    with `levels` and the Gaussian CDF `cdf`, or a continuous Gaussian when levels is None)."""
     pred, mean, log_var = denoiser.reverse(x_t, t, pred)
     if detach_mean:
         mean = mean.detach()
@@ -93,7 +107,7 @@ def vlb_term(denoiser: Denoiser, x0, x_t, t, pred=None, levels=None, detach_mean
     if levels is None:
         nll = -mean_flat(gaussian_log_likelihood(x0, mean, log_var)) / LN2
     else:
-        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, log_var, levels)) / LN2
+        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, log_var, levels, cdf)) / LN2
     return torch.where(t == 0, nll, kl)
 
 
@@ -129,7 +143,7 @@ class Objective(nn.Module):
 
     def __init__(self, process, parameterization, weighting, sigma="fixed_large",
                  weighting_space="eps", gamma=5.0, levels=None, vlb_scale="ddpm",
-                 hybrid_lambda=1e-3, normalize=False, sigma_data=SIGMA_DATA):
+                 hybrid_lambda=1e-3, normalize=False, sigma_data=SIGMA_DATA, decoder_cdf="erf"):
         super().__init__()
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; choose from {sorted(WEIGHTINGS)}")
@@ -137,9 +151,11 @@ class Objective(nn.Module):
             raise ValueError("weighting_space must be 'eps' or 'target'")
         if vlb_scale not in ("ddpm", "rescaled"):
             raise ValueError("vlb_scale must be 'ddpm' or 'rescaled'")
+        if decoder_cdf not in NORMAL_CDFS:
+            raise ValueError(f"decoder_cdf must be one of {sorted(NORMAL_CDFS)}")
         self.process = process
         self.parameterization, self.weighting, self.sigma = parameterization, weighting, sigma
-        self.levels, self.hybrid_lambda = levels, hybrid_lambda
+        self.levels, self.hybrid_lambda, self.decoder_cdf = levels, hybrid_lambda, decoder_cdf
         self.vlb_factor = 1.0 if vlb_scale == "ddpm" else float(process.T)
         self.uncertainty, self.sigma_data = weighting == "uncertainty", sigma_data
         probe = self.denoiser(nn.Identity())
@@ -188,7 +204,7 @@ class Objective(nn.Module):
                     "sigma_phi2": mean_flat(s2 * torch.exp(r)).detach(),
                     "seed_sigma_phi2": mean_flat(s2 * (1 + e2)).detach()}
         if self.weighting == "vlb":
-            term = vlb_term(denoiser, x0, x_t, t, pred, self.levels)
+            term = vlb_term(denoiser, x0, x_t, t, pred, self.levels, cdf=self.decoder_cdf)
             if not denoiser.learned_sigma:
                 kl = self.factor[t].to(err.dtype) * err + self.kl_const[t].to(err.dtype)
                 term = torch.where(t == 0, term, kl)
@@ -199,7 +215,7 @@ class Objective(nn.Module):
                 u = self.adaptive(t)
                 loss = loss / torch.exp(u) + u
             if denoiser.learned_sigma:
-                vb = vlb_term(denoiser, x0, x_t, t, pred, self.levels, detach_mean=True)
+                vb = vlb_term(denoiser, x0, x_t, t, pred, self.levels, detach_mean=True, cdf=self.decoder_cdf)
                 loss = loss + self.hybrid_lambda * self.process.T * vb
         return {"loss": loss, "mse_eps": mse_eps.detach()}
 

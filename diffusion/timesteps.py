@@ -1,14 +1,26 @@
-"""Which t each training example gets: uniform, or importance-sampled by the loss.
+"""Which t each training example gets: uniform, importance-sampled by the loss, or EDM's log-normal.
 
 `ImportanceSampler` draws t with probability proportional to sqrt(E[L_t^2]) over a
 history of the last 10 losses per t, mixed with a uniform floor (Nichol & Dhariwal 2021,
 sec. 3.3; seed 003). Both return (t, weight) with weight = 1 / (T p_t), so that
 mean(weight * L) is an unbiased estimate of the uniform-t loss.
+
+`LogNormalSampler` is EDM's training noise distribution, ln(sigma/alpha) ~ N(P_mean, P_std^2)
+(Karras et al. 2022, Table 1: -1.2, 1.2), on a discrete process: each draw goes to the t
+whose ln(sigma_t/alpha_t) it equals (linear interpolation in t, rounded: the tables are
+indexed by integer t), draws beyond the process's range to its first or last t. Its weight is
+1: the distribution is part of EDM's objective, not a variance reduction to undo, so the loss
+weight stays the weighting's own.
+
+`UniformSampler(T)`, `ImportanceSampler(T, history, uniform_prob)`, `LogNormalSampler(process,
+mean, std)`: the last needs the process's noise levels.
 """
+
+import math
 
 import torch
 
-__all__ = ["UniformSampler", "ImportanceSampler", "TIMESTEP_SAMPLERS"]
+__all__ = ["UniformSampler", "ImportanceSampler", "LogNormalSampler", "TIMESTEP_SAMPLERS"]
 
 
 class UniformSampler:
@@ -71,4 +83,35 @@ class ImportanceSampler(UniformSampler):
         self.counts.copy_(state["counts"])
 
 
-TIMESTEP_SAMPLERS = {"uniform": UniformSampler, "importance": ImportanceSampler}
+class LogNormalSampler(UniformSampler):
+    def __init__(self, process, mean=-1.2, std=1.2):
+        super().__init__(process.T)
+        if not std > 0:
+            raise ValueError(f"std must be > 0, got {std!r}")
+        self.mean, self.std = mean, std
+        self.log_s = (-0.5 * process.log_snr).double().cpu()  # ln(sigma_t / alpha_t), increasing in t
+        if not bool((self.log_s.diff() > 0).all()):
+            raise ValueError("the process's sigma/alpha must increase with t")
+
+    def to_t(self, log_s):
+        """The integer t of each ln(sigma/alpha): interpolated in t, rounded, clipped to [0, T-1]."""
+        grid = self.log_s.to(log_s.device)
+        i = torch.searchsorted(grid, log_s).clamp(1, self.T - 1)
+        lo, hi = grid[i - 1], grid[i]
+        return (i - 1 + (log_s - lo) / (hi - lo)).round().clamp(0, self.T - 1).long()
+
+    def probabilities(self):
+        """P(t) exactly: the normal mass of ln(sigma/alpha) between the midpoints that round to t."""
+        edges = torch.cat([self.log_s.new_tensor([-math.inf]), (self.log_s[:-1] + self.log_s[1:]) / 2,
+                           self.log_s.new_tensor([math.inf])])
+        cdf = 0.5 * (1 + torch.erf((edges - self.mean) / (self.std * math.sqrt(2.0))))
+        return cdf.diff()
+
+    def sample(self, batch_size, generator=None, device="cpu"):
+        draw_device = generator.device if generator is not None else torch.device("cpu")
+        z = torch.randn(batch_size, generator=generator, device=draw_device, dtype=torch.float64)
+        t = self.to_t(self.mean + self.std * z)
+        return t.to(device), torch.ones(batch_size, device=device)
+
+
+TIMESTEP_SAMPLERS = {"uniform": UniformSampler, "importance": ImportanceSampler, "lognormal": LogNormalSampler}

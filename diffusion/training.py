@@ -51,19 +51,30 @@ def warmup_lr(step, base_lr, warmup_steps):
 
 
 def training_step(net, objective, optimizer, x0, timestep_sampler, generator=None,
-                  grad_clip=1.0, ema=None, lr=None, forward=None):
+                  grad_clip=1.0, ema=None, lr=None, forward=None, shard=None, gather=None):
     """One optimizer step on a batch x0; returns (loss, t, per-example losses) on the device.
 
     The loss minimized is mean(weight * L) with the timestep sampler's importance weights.
     `forward` is the module the loss calls in place of `net` (the same parameters seen
     through DDP, torch.compile or autocast); the EMA always follows `net` itself. Noise is
     drawn on the generator's device, so a CUDA generator never round-trips through the host.
+
+    Data parallelism without changing the run: every process passes the same global batch
+    x0 and an identically seeded generator, and its own `shard` (a slice of the batch). t
+    and the noise are drawn for the whole batch, each process computes the loss of its
+    rows, and the gradient averaged over equal shards (DDP) is the whole batch's; `gather`
+    (per-example losses of every shard, concatenated in order) lets the timestep sampler see
+    the whole batch, so N processes take the steps one process takes.
     """
     device = x0.device
     t, weight = timestep_sampler.sample(x0.shape[0], generator=generator, device=device)
     noise_device = generator.device if generator is not None else "cpu"
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=noise_device).to(device)
-    terms = objective(net if forward is None else forward, x0, t, eps)
+    if shard is not None:
+        x0, t_mine, weight, eps = x0[shard], t[shard], weight[shard], eps[shard]
+    else:
+        t_mine = t
+    terms = objective(net if forward is None else forward, x0, t_mine, eps)
     loss = (terms["loss"] * weight).mean()
     if lr is not None:
         for group in optimizer.param_groups:
@@ -76,5 +87,6 @@ def training_step(net, objective, optimizer, x0, timestep_sampler, generator=Non
     optimizer.step()
     if ema is not None:
         ema.update(net)
-    timestep_sampler.update(t, terms["loss"])
-    return loss.detach(), t, terms
+    per_example = terms["loss"].detach()
+    timestep_sampler.update(t, per_example if gather is None else gather(per_example))
+    return loss.detach(), t_mine, terms

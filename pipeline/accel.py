@@ -16,7 +16,8 @@ from torch import nn
 
 from .io import StageError
 
-# Rank r draws its batches, noise and dropout from seed + r * SEED_STRIDE (rank 0: the seed).
+# Rank r draws its dropout masks from seed + r * SEED_STRIDE (rank 0: the seed); batches, t and
+# noise come from one generator seeded alike on every rank (pipeline/train.py).
 SEED_STRIDE = 1_000_003
 
 
@@ -122,6 +123,16 @@ class Runtime:
         out = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
+
+    def all_gather(self, tensor):
+        """Every rank's `tensor` concatenated along dim 0 in rank order (itself without DDP)."""
+        if self.world == 1:
+            return tensor
+        import torch.distributed as dist
+
+        out = [torch.empty_like(tensor) for _ in range(self.world)]
+        dist.all_gather(out, tensor.contiguous())
+        return torch.cat(out)
 
     def mean(self, value):
         """The mean of a device scalar over ranks (itself without DDP)."""

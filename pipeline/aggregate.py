@@ -207,6 +207,11 @@ def wide_table(params, results, summary, reference, paper):
     return table if paper else table.drop(columns=["paper IS", "paper FID"])  # DDPM's process only
 
 
+def pipe_table(table):
+    """A table of formatted strings as a Markdown pipe table (pandas through tabulate)."""
+    return table.to_markdown(index=False, disable_numparse=True)
+
+
 def footer(results, cells):
     """One line on the code, data and packages that made the numbers (their fingerprints,
     which the stage checked against the current params, code and data before writing)."""
@@ -226,9 +231,6 @@ def to_markdown(table, params, reference):
     inception = reference.get("feature_extractor", "classifier") == "inception-v3-compat"
     extractor = "torch-fidelity's InceptionV3 (inception-v3-compat)" if inception else "the offline classifier"
     comparable = "comparable" if inception and params.data.name == "cifar10" else "for the ordering only"
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     notes = [
         "",
         f"One row per cell, or per group of seed replicates (cells that differ only in train.seed); "
@@ -257,12 +259,12 @@ def to_markdown(table, params, reference):
         f"Memorization: NN ratio is the median L2 distance (pixels in [-1, 1]) from a sample to its "
         f"nearest training image over the same for held-out images (1.0: no closer to the training "
         f"set than new real data; 0: exact copies); copies % is the share of samples within "
-        f"{m.copy_threshold:g} of a training image. NLL is the held-out VLB in bits/dim, {papers.DECODER}. "
+        f"{m.copy_threshold:g} of a training image. NLL is the held-out VLB in bits/dim, {papers.decoder(params)}. "
         + (f"Paper columns: Ho et al. 2020 Table 2 on CIFAR-10 (Inception features), {comparable}; "
            if "paper FID" in table else "")
         + "'-' marks a cell that diverged.",
     ]
-    return "\n".join([header, rule, *body, *notes]) + "\n"
+    return "\n".join([pipe_table(table), *notes]) + "\n"
 
 
 def to_latex(table):
@@ -310,15 +312,12 @@ def point_table(params, results, reference):
         lines.append({"cell": name, "param": "", "weighting": "", "Sigma": "", "SW": _fmt(row["sw"], 4),
                       "MMD2x1e3": _fmt(row["mmd"], 3, 1e3), "NLL": "-", "status": f"n = {row['n']}"})
     table = pd.DataFrame(lines)
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     notes = ["", f"{params.sample.num_samples} samples per cell ({params.sample.sampler}, {params.sample.steps} "
              f"steps) on {params.data.name}, 2-D points: SW is the sliced Wasserstein-2 distance and MMD2 the "
              f"unbiased MMD^2 (Gaussian kernels) to the training points (pipeline/distances.py); the floor is "
              f"the {reference['rows']['heldout']['n']} held-out points. NLL is the held-out VLB in bits/dim with "
              f"a continuous Gaussian decoder (a density, so it can be negative); '-' marks a cell that diverged."]
-    return table, "\n".join([header, rule, *body, *notes]) + "\n"
+    return table, "\n".join([pipe_table(table), *notes]) + "\n"
 
 
 def main(argv=None):
@@ -334,6 +333,7 @@ def main(argv=None):
     parser.add_argument("--ddpm-table2", required=True, help="papers/: DDPM Table 2 (.csv)")
     parser.add_argument("--min-snr-table1", required=True, help="papers/: Min-SNR Table 1 (.csv)")
     parser.add_argument("--min-snr-table2", required=True, help="papers/: Min-SNR Table 2 (.csv)")
+    parser.add_argument("--edm-table2", required=True, help="papers/: EDM Table 2 (.csv)")
     parser.add_argument("--csv", required=True, help="output: long-format metrics (.csv)")
     parser.add_argument("--summary", required=True, help="output: one row per table row and metric (.csv)")
     parser.add_argument("--markdown", required=True, help="output: table (.md)")
@@ -367,6 +367,8 @@ def main(argv=None):
         if papers.min_snr_applies(params):
             lines += papers.min_snr_sections(params, results, papers.min_snr_table1(args.min_snr_table1),
                                              papers.min_snr_table2(args.min_snr_table2))
+        if papers.edm_applies(params):
+            lines += papers.edm_lines(params, results, papers.edm_table2(args.edm_table2))
         markdown = (to_markdown(table, params, reference) + "\n".join(lines)
                     + "\n\n" + "\n".join(seed004_lines(params, results)) + footer(results, list(params.cells))
                     + "\n")

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from diffusion import Denoiser, Objective, output_channels, ve_process, vp_process
+from diffusion import TIMESTEP_SAMPLERS, Denoiser, Objective, output_channels, ve_process, vp_process
 from diffusion.nets import MLP, UNet
 
 
@@ -33,7 +33,14 @@ def build_objective(params, cell_id, process, levels):
                      weighting_space=train.weighting_space, gamma=train.min_snr_gamma,
                      levels=levels, vlb_scale=train.vlb_scale,
                      hybrid_lambda=train.hybrid_lambda, normalize=train.normalize_weights,
-                     sigma_data=params.model.sigma_data)
+                     sigma_data=params.model.sigma_data, decoder_cdf=params.process.decoder_cdf)
+
+
+def build_timestep_sampler(train, process):
+    """The cell's t distribution (train.timestep_sampler); EDM's log-normal takes its two settings."""
+    if train.timestep_sampler == "lognormal":
+        return TIMESTEP_SAMPLERS["lognormal"](process, train.lognormal_mean, train.lognormal_std)
+    return TIMESTEP_SAMPLERS[train.timestep_sampler](process.T)
 
 
 def scores_of(config):

@@ -95,7 +95,8 @@ PLOTS = {"fid_heatmap": ("fid_heatmap", "Grid"), "fid_spread": ("fid_spread", "G
 PAPER_TABLES = {"ddpm_table1": "papers/ddpm_2006.11239_table1_nll.csv",
                 "ddpm_table2": "papers/ddpm_2006.11239_table2.csv",
                 "min_snr_table1": "papers/minsnr_2303.09556_table1_unet.csv",
-                "min_snr_table2": "papers/minsnr_2303.09556_table2_gamma.csv"}
+                "min_snr_table2": "papers/minsnr_2303.09556_table2_gamma.csv",
+                "edm_table2": "papers/edm_2206.00364_table2.csv"}
 
 STAGES = (
     Stage(
@@ -195,7 +196,7 @@ STAGES = (
         " --heldout {input.heldout} --evaluator {input.evaluator} --evaluator-metrics {input.evaluator_metrics}"
         " --ddpm-table1 {input.ddpm_table1} --ddpm-table2 {input.ddpm_table2}"
         " --min-snr-table1 {input.min_snr_table1} --min-snr-table2 {input.min_snr_table2}"
-        " --csv {output.csv} --summary {output.summary}"
+        " --edm-table2 {input.edm_table2} --csv {output.csv} --summary {output.summary}"
         " --markdown {output.markdown} --latex {output.latex}",
         inputs={"metrics": Each("{results}/metrics/{cell}.json", "{results}/metrics"),
                 "reference": EVALUATOR["reference"], **DATA, "evaluator": EVALUATOR["evaluator"],

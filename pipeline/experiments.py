@@ -82,7 +82,7 @@ def resolve(name, root=Path("."), validate=True):
         try:
             parse(resolved)  # imports the library's registries (torch): seconds
         except ParamsError as err:
-            raise ParamsError(f"{config} (on top of {PARAMS}): {err}") from None
+            raise err.under(f"{config} (on top of {PARAMS})") from None
     return resolved
 
 
@@ -147,7 +147,7 @@ def main(argv=None):
         for name in chosen:
             write(name)
     except ParamsError as err:
-        sys.exit(f"error: {err}")
+        sys.exit("\n".join(f"error: {line}" for line in err.lines))
 
 
 if __name__ == "__main__":

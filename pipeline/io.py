@@ -116,5 +116,5 @@ def run_stage(main):
     try:
         main()
     except (StageError, ParamsError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in str(err).splitlines()), file=sys.stderr)
         raise SystemExit(1) from None

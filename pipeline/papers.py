@@ -13,6 +13,10 @@ paper's number. Which tables apply follows from the grid's process, as the paper
   the paper's baseline) and min_snr with gamma 5; Table 2: final FID over the gamma sweep;
   and FID vs steps for every cell (their Figure 5 as a table), with the claim "min-SNR
   converges faster for every target" checked budget by budget (`min_snr_sections`).
+- EDM Table 2 (Karras et al. 2022): grids with at least two of its objective rows, C (eps
+  prediction, L_simple, t uniform), D (+ EDM's preconditioning) and E (+ EDM's loss weight and
+  log-normal noise levels), in the process's column (VP or VE): each step's FID difference
+  against the paper's direction, and Spearman over the rows (`edm_lines`).
 
 Our values are 8x8 digits with a small MLP, theirs CIFAR-10 and ImageNet: only orderings are
 compared, never values.
@@ -139,8 +143,13 @@ def ddpm_agreement(params, results, summary, paper):
 
 
 # ----- DDPM Table 1 (NLL) -----------------------------------------------------------------------
-DECODER = ("its t = 0 term with the discretized Gaussian decoder's CDF computed exactly (erf; DDPM's and "
-           "improved-diffusion's code use a tanh approximation there)")
+def decoder(params):
+    """How the NLL's t = 0 term was computed (process.decoder_cdf), for every table that shows it."""
+    if params.process.decoder_cdf == "tanh":
+        return ("its t = 0 term with the discretized Gaussian decoder's CDF by the tanh approximation "
+                "of DDPM's and improved-diffusion's code (process.decoder_cdf: tanh)")
+    return ("its t = 0 term with the discretized Gaussian decoder's CDF computed exactly (erf; DDPM's and "
+            "improved-diffusion's code use a tanh approximation there; process.decoder_cdf)")
 
 
 def ddpm_table1(path):
@@ -170,7 +179,7 @@ def ddpm_nll_lines(params, results, table1):
     if not vlb or not simple:
         return []  # the grid has not both rows (eps-vlb, and eps-eps or eps-native)
     lines = ["", f"**DDPM Table 1, NLL** (bits/dim on {params.metrics.nll_examples} held-out images, "
-                 f"{DECODER}):", ""]
+                 f"{decoder(params)}):", ""]
     diff = stats.welch_interval(simple[1], vlb[1], params.stats.confidence)
     verdict = "unresolved (fewer than 2 seeds each)" if np.isnan(diff["low"]) else _verdict(diff)
     return lines + [
@@ -347,4 +356,83 @@ def gamma_lines(params, results, by_objective, groups, table2):
                     lines.append(f"- {p}: FID at gamma {g:g} minus at gamma 5: {diff['diff']:+.3f} "
                                  f"[{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {diff['n'][1]} vs "
                                  f"{diff['n'][0]} seeds): {which}")
+    return lines
+
+
+# ----- EDM Table 2 ----------------------------------------------------------------------------
+# Its objective rows by what our cells train: (parameterization, weighting, timestep sampler).
+EDM_ROWS = {"C": ("eps", "eps", "uniform"), "D": ("edm", "eps", "uniform"), "E": ("edm", "edm", "lognormal")}
+EDM_NAMES = {"C": "baseline loss (eps prediction, L_simple, t uniform)", "D": "+ EDM preconditioning",
+             "E": "+ EDM loss (lambda = 1/c_out^2, log-normal sigma)"}
+
+
+def edm_table2(path, dataset="CIFAR-10 32x32 unconditional"):
+    """Karras et al. 2022, Table 2, one data set's column pair: {(row letter, 'VP' | 'VE'): FID}."""
+    rows = {}
+    for _, r in _read(path).iterrows():
+        column = re.match(r"column=(VP|VE)", r.note)
+        if r.dataset == dataset and r.metric == "fid" and column:
+            rows[(r.row_label[0], column.group(1))] = float(r.value)
+    return rows
+
+
+def _edm_groups(params):
+    """{row letter: replicate group label} for the cells that train an EDM Table 2 row (the
+    first such group of each row; rows with other overrides than seed and sampler do not map)."""
+    out = {}
+    for label, cells in params.replicate_groups().items():
+        cell, train = params.cells[cells[0]], params.cell_train(cells[0])
+        if cell.train.keys() - {"seed", "timestep_sampler"} or cell.sigma != "fixed_large":
+            continue
+        weighting = "eps" if cell.weighting == "native" and cell.parameterization == "eps" else cell.weighting
+        row = next((k for k, v in EDM_ROWS.items()
+                    if v == (cell.parameterization, weighting, train.timestep_sampler)), None)
+        if row:
+            out.setdefault(row, label)
+    return out
+
+
+def edm_applies(params):
+    return not params.points and len(_edm_groups(params)) >= 2
+
+
+def edm_lines(params, results, table2):
+    """EDM Table 2's C -> D -> E beside ours in the process's column: mean FID over seeds, each
+    step's difference with its bootstrap interval against the paper's direction (holds,
+    reversed or unresolved; the paper's change also as a share of its FID, since some steps
+    are tiny), Spearman."""
+    column = params.process.kind.upper()
+    groups, rows = params.replicate_groups(), _edm_groups(params)
+    s = params.sample
+    lines = ["", f"**EDM Table 2, objective rows** (Karras et al. 2022, CIFAR-10 unconditional, {column} "
+                 f"column; ours: FID against the training set, {s.num_samples} samples by {s.sampler} with "
+                 f"{s.steps} steps, mean over seeds; their A -> C changes the network and hyperparameters, "
+                 f"which we do not reproduce, so only C -> D -> E is compared, as orderings):", "",
+             "| row | what changes | ours | n | paper |", "|---|---|---|---|---|"]
+    means = {}
+    for row in sorted(rows):
+        reps = replicates(results, groups[rows[row]], "fid")
+        means[row] = float(np.mean([v for v, _ in reps])) if reps else None
+        lines.append(f"| {row} ({rows[row]}) | {EDM_NAMES[row]} | {_fid(means[row])} | {len(reps)} | "
+                     f"{_fid(table2.get((row, column)))} |")
+    lines.append("")
+    for before, after in (("C", "D"), ("D", "E"), ("C", "E")):
+        if before not in rows or after not in rows or (before, column) not in table2:
+            continue
+        paper = table2[(after, column)] - table2[(before, column)]
+        diff = _compare(params, results, groups[rows[after]], groups[rows[before]], f"edm-{before}{after}")
+        if diff is None:
+            lines.append(f"- {before} -> {after}: a row has no finished cell: nothing to compare")
+            continue
+        ours = "lower" if diff["high"] < 0 else "higher" if diff["low"] > 0 else None
+        theirs = "lower" if paper < 0 else "higher"
+        verdict = "unresolved" if ours is None else "holds" if ours == theirs else "reversed"
+        lines.append(f"- {before} -> {after}: paper {table2[(before, column)]:.2f} -> {table2[(after, column)]:.2f} "
+                     f"({paper:+.2f}, {theirs}, {abs(paper) / table2[(before, column)]:.0%}); ours {after} minus "
+                     f"{before} {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {diff['n'][1]} vs "
+                     f"{diff['n'][0]} seeds): {verdict}")
+    done = [r for r in sorted(rows) if means[r] is not None and (r, column) in table2]
+    rho, k = stats.rank_correlation([table2[(r, column)] for r in done], [means[r] for r in done])
+    lines.append(f"- Spearman rank correlation of mean FID with the paper's over the {k} rows: "
+                 f"{'undefined (fewer than 3 rows)' if np.isnan(rho) else f'{rho:+.2f}'}")
     return lines

@@ -1,29 +1,26 @@
-"""params.yaml: loaded and validated once, into frozen dataclasses, before any compute.
-
-Every mistake (unknown or missing key, wrong type, unknown slug, impossible value, empty
-grid, duplicate key or cell, a float that is not finite, a trained head left without gradient)
-is reported as one line naming its key path, and `python -m pipeline.params` (or any stage)
-exits nonzero. Numbers are read as YAML 1.2 reads them (`1e-3` is a float, as for DVC) and
-typed strictly: a quoted "1e-3", or 10.5 for an integer, is an error in `train` and in a
-cell's overrides alike. The grid is the `cells:` mapping, one line per trained model:
-`id: {parameterization, weighting, sigma, train: {overrides}}`.
-A seed replicate is a cell whose only override is `train: {seed: N}`, id suffix `-sN`
-(`eps-eps-s1`); `replicate_groups` joins replicates into one table row.
-`sampler_study` lists trained cells, samplers and NFE budgets for the sampler study stages.
-`paths` names the four folders of the experiment (optional: data, runs, results, logs).
+"""params.yaml's schema (frozen pydantic dataclasses; their defaults are the default experiment)
+and the checks across keys, run once before any compute. Every mistake is reported at once, one
+`<key path>: <what is wrong>` line each: the schema's (unknown or missing key, wrong type, a bound)
+or, when it holds, the checks' (unknown slug, empty grid, duplicate cell, an untrained head, ...).
+`python -m pipeline.params` validates a file and lists the grid; `--json-schema` prints the schema
+that editors read (params.schema.json).
 """
 
 import dataclasses
-import math
+import hashlib
+import json
 import re
 import sys
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import hashlib
+from typing import Annotated, Dict, Optional, Tuple
 
 import yaml
+from annotated_types import Ge, Gt, Lt, MinLen
+from pydantic import ConfigDict, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, TypeAdapter
+from pydantic import ValidationError
+from pydantic.dataclasses import dataclass
+from typing_extensions import TypedDict
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "swiss_roll")
 TEST_SPLITS = ("cifar10",)            # data sets whose own test split can be the held-out set
@@ -41,128 +38,158 @@ RESERVED_NAMES = ("benchmarks", "checkpoints", "evaluate", "metrics", "plots", "
 
 
 class ParamsError(ValueError):
-    """A params.yaml mistake; str() is the one line shown to the user."""
+    """params.yaml mistakes, one `<key path>: <what is wrong>` line each; str() joins them."""
+
+    def __init__(self, *lines):
+        super().__init__(*lines)
+        self.lines = list(lines)
+
+    def __str__(self):
+        return "\n".join(self.lines)
+
+    def under(self, prefix):
+        """The same mistakes, each line prefixed (`params.yaml: train.steps: ...`)."""
+        return ParamsError(*(f"{prefix}: {line}" for line in self.lines))
 
 
-@dataclass(frozen=True)
+# ----- the schema ---------------------------------------------------------------------------------
+# Strict: no coercion (an int field refuses 10.5, "1" and true; a float field takes ints only).
+# Pydantic's strict dataclasses take instances only from Python, so parse() validates JSON.
+CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+section = dataclass(frozen=True, config=CONFIG)
+Fraction = Annotated[float, Ge(0), Lt(1)]     # [0, 1)
+Probability = Annotated[float, Gt(0), Lt(1)]  # (0, 1)
+
+
+@section
 class Data:
     name: str = "digits"
-    heldout_fraction: float = 0.2       # 0: the data set's own test split (cifar10)
+    heldout_fraction: Fraction = 0.2       # 0: the data set's own test split (cifar10)
     split_seed: int = 0
-    path: typing.Optional[str] = None   # local folder for data sets that are not shipped
+    path: Optional[str] = None             # local folder for data sets that are not shipped
     random_flip: bool = False
 
 
-@dataclass(frozen=True)
+@section
 class Process:
     kind: str = "vp"
     schedule: str = "linear"
-    T: int = 1000
-    sigma_min: float = 0.01   # VE only
-    sigma_max: float = 10.0   # VE only
+    T: PositiveInt = 1000
+    sigma_min: PositiveFloat = 0.01        # VE only
+    sigma_max: PositiveFloat = 10.0        # VE only
+    decoder_cdf: str = "erf"               # the discretized decoder's Gaussian CDF at t = 0: erf or tanh
 
 
-@dataclass(frozen=True)
+@section
 class Model:
     net: str = "mlp"
-    hidden: int = 256                 # mlp
-    num_blocks: int = 3               # mlp
-    model_channels: int = 128         # unet
-    channel_mult: typing.Tuple[int, ...] = (1, 2, 2, 2)
-    num_res_blocks: int = 2
-    attention_resolutions: typing.Tuple[int, ...] = (16,)
-    dropout: float = 0.0
-    sigma_data: float = 0.5           # the edm parameterization and weighting (Karras et al. 2022)
+    hidden: PositiveInt = 256              # mlp
+    num_blocks: PositiveInt = 3            # mlp
+    model_channels: PositiveInt = 128      # unet
+    channel_mult: Tuple[PositiveInt, ...] = (1, 2, 2, 2)
+    num_res_blocks: PositiveInt = 2
+    attention_resolutions: Tuple[PositiveInt, ...] = (16,)
+    dropout: Fraction = 0.0
+    sigma_data: PositiveFloat = 0.5        # the edm parameterization and weighting (Karras et al. 2022)
 
 
-@dataclass(frozen=True)
+@section
 class Train:
-    steps: int = 6000
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup: int = 200
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    steps: PositiveInt = 4000
+    batch_size: PositiveInt = 128          # global: split over train.gpus processes
+    lr: PositiveFloat = 1e-3
+    warmup: NonNegativeInt = 200
+    grad_clip: NonNegativeFloat = 1.0
+    ema_decay: Fraction = 0.999
     weighting_space: str = "eps"
-    min_snr_gamma: float = 5.0
+    min_snr_gamma: PositiveFloat = 5.0
     normalize_weights: bool = False
     vlb_scale: str = "ddpm"
-    hybrid_lambda: float = 1e-3
+    hybrid_lambda: NonNegativeFloat = 1e-3
     timestep_sampler: str = "uniform"
-    checkpoint_every: int = 1000
-    log_every: int = 100
+    lognormal_mean: float = -1.2           # EDM's ln(sigma/alpha) ~ N(mean, std^2) (timestep_sampler: lognormal)
+    lognormal_std: PositiveFloat = 1.2
+    checkpoint_every: PositiveInt = 1000
+    log_every: PositiveInt = 100
     seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda
-    precision: str = "fp32"           # fp32 | bf16 (autocast around the network)
-    compile: bool = False             # torch.compile the network's forward
-    gpus: int = 1                     # > 1: DDP, the stage relaunches itself under torchrun
-    eval_every: int = 0               # > 0: keep an EMA snapshot every so many steps (FID vs step)
+    device: str = "cpu"                    # auto (cuda when torch sees a GPU) | cpu | cuda
+    precision: str = "fp32"                # fp32 | bf16 (autocast around the network)
+    compile: bool = False                  # torch.compile the network's forward
+    gpus: PositiveInt = 1                  # > 1: DDP, the stage relaunches itself under torchrun
+    eval_every: NonNegativeInt = 0         # > 0: keep an EMA snapshot every so many steps (FID vs step)
 
 
-@dataclass(frozen=True)
+# A cell's `train:` overrides: any Train key, typed as the field it replaces.
+TrainOverrides = TypedDict("TrainOverrides", typing.get_type_hints(Train, include_extras=True), total=False)
+TrainOverrides.__pydantic_config__ = CONFIG
+
+
+# One cell of the grid, one trained model: `id: {parameterization, weighting, sigma, train: {...}}`;
+# a seed replicate overrides train.seed alone and has the id suffix `-sN` (`eps-eps-s1`).
+@section
 class Cell:
     parameterization: str
     weighting: str
     sigma: str = "fixed_large"
-    train: typing.Dict[str, typing.Any] = field(default_factory=dict)
+    train: TrainOverrides = dataclasses.field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@section
 class Sample:
     sampler: str = "ancestral"
-    steps: int = 1000
-    num_samples: int = 1000
-    batch_size: int = 1000
+    steps: PositiveInt = 250
+    num_samples: PositiveInt = 1000
+    batch_size: PositiveInt = 1000
     clip_x0: bool = True
     seed: int = 1
-    device: str = "auto"
-    langevin_steps_per_level: int = 5      # annealed Langevin: updates per noise level
-    langevin_step_size: float = 2.0e-5     # Song & Ermon 2019's epsilon (step at the smallest level)
-    sigma_max: float = 80.0                # heun, euler_maruyama: top noise level sigma/alpha (EDM's 80)
+    device: str = "cpu"
+    langevin_steps_per_level: PositiveInt = 5   # annealed Langevin: updates per noise level
+    langevin_step_size: PositiveFloat = 2.0e-5  # Song & Ermon 2019's epsilon (step at the smallest level)
+    sigma_max: PositiveFloat = 80.0             # heun, euler_maruyama: top noise level sigma/alpha (EDM's 80)
 
 
-@dataclass(frozen=True)
+@section
 class SamplerStudy:
-    cells: typing.Tuple[str, ...] = ("eps-eps",)
-    samplers: typing.Tuple[str, ...] = ("ancestral", "ddim", "heun", "euler_maruyama")
-    nfe: typing.Tuple[int, ...] = (10, 20, 50, 100)
-    num_samples: int = 500
+    cells: Annotated[Tuple[str, ...], MinLen(1)] = ("eps-eps",)
+    samplers: Annotated[Tuple[str, ...], MinLen(1)] = ("ancestral", "ddim", "heun", "euler_maruyama")
+    nfe: Annotated[Tuple[PositiveInt, ...], MinLen(1)] = (10, 20, 50, 100)
+    num_samples: PositiveInt = 500
     seed: int = 3
 
 
-@dataclass(frozen=True)
+@section
 class Evaluator:
-    steps: int = 1500
-    batch_size: int = 128
-    lr: float = 2e-3
-    feature_dim: int = 64
+    steps: PositiveInt = 800
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 3e-3
+    feature_dim: PositiveInt = 64
     seed: int = 0
 
 
-@dataclass(frozen=True)
+@section
 class Metrics:
-    kid_subset_size: int = 300
-    nll_examples: int = 200
-    matched_n: typing.Optional[int] = None  # images per set at equal n; None: min(held-out, samples)
-    draws: int = 5                # subsample draws at matched_n
-    resamples: int = 200          # bootstrap resamples of each cell's samples (FID on cached features)
-    copy_threshold: float = 1.0   # L2 distance in [-1, 1] pixel space that makes a near-copy
+    kid_subset_size: PositiveInt = 300
+    nll_examples: PositiveInt = 200
+    matched_n: Optional[Annotated[int, Ge(2)]] = None  # images per set at equal n; None: min(held-out, samples)
+    draws: PositiveInt = 5                 # subsample draws at matched_n
+    resamples: PositiveInt = 200           # bootstrap resamples of each cell's samples (FID on cached features)
+    copy_threshold: PositiveFloat = 1.0    # L2 distance in [-1, 1] pixel space that makes a near-copy
     seed: int = 2
-    feature_extractor: str = "classifier"           # or inception-v3-compat (torch-fidelity's)
-    inception_weights: typing.Optional[str] = None  # local Inception weights; null: download once
-    snapshot_samples: int = 1000                    # samples per EMA snapshot (train.eval_every)
-    device: str = "auto"
+    feature_extractor: str = "classifier"  # or inception-v3-compat (torch-fidelity's)
+    inception_weights: Optional[str] = None  # local Inception weights; null: download once
+    snapshot_samples: Annotated[int, Ge(10)] = 1000  # samples per EMA snapshot (train.eval_every); IS: 10 splits
+    device: str = "cpu"
 
 
-@dataclass(frozen=True)
+@section
 class Stats:
-    baseline: str = "eps-eps"     # the cell whose replicate group every row is compared with
-    confidence: float = 0.95
-    bootstrap: int = 2000         # resamples of the hierarchical (seeds x samples) bootstrap
+    baseline: str = "eps-eps"              # the cell whose replicate group every row is compared with
+    confidence: Probability = 0.95
+    bootstrap: PositiveInt = 2000          # resamples of the hierarchical (seeds x samples) bootstrap
     seed: int = 3
 
 
-@dataclass(frozen=True)
+@section
 class Paths:
     """Where the experiment's files go: its own subfolders keep experiments side by side."""
     data: str = "data"          # prepared data sets
@@ -171,19 +198,20 @@ class Paths:
     logs: str = "logs"          # stage logs and Snakemake benchmarks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG, kw_only=True)
 class Params:
-    data: Data
-    process: Process
-    model: Model
-    train: Train
-    cells: typing.Dict[str, Cell]
-    sample: Sample
-    sampler_study: SamplerStudy
-    evaluator: Evaluator
-    metrics: Metrics
-    stats: Stats
-    paths: Paths = Paths()      # optional section: an old params file keeps the default folders
+    """A params file: every section may be left out (its defaults), but not the grid."""
+    paths: Paths = Paths()
+    data: Data = Data()
+    process: Process = Process()
+    model: Model = Model()
+    train: Train = Train()
+    cells: Dict[str, Cell]
+    sample: Sample = Sample()
+    sampler_study: SamplerStudy = SamplerStudy()
+    evaluator: Evaluator = Evaluator()
+    metrics: Metrics = Metrics()
+    stats: Stats = Stats()
 
     @property
     def points(self):
@@ -216,254 +244,212 @@ class Params:
         return next(label for label, ids in self.replicate_groups().items() if cell_id in ids)
 
 
-# ----- generic structural validation --------------------------------------------------
-def _type_name(tp):
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value, tp, path):
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
-            return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(value, inner, path)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{path}: expected a list, got {value!r}")
-        (inner, _) = typing.get_args(tp)
-        return tuple(_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"{path}: expected a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ParamsError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"{path}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ParamsError(f"{path}: must be a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ParamsError(f"{path}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _build(cls, raw, path):
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            raise ParamsError(f"{path}.{key}: unknown key (allowed: {', '.join(fields)})")
-    kwargs = {}
-    hints = typing.get_type_hints(cls)
-    for name, f in fields.items():
-        if name in raw:
-            kwargs[name] = _coerce(raw[name], hints[name], f"{path}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ParamsError(f"{path}.{name}: missing key")
-    return cls(**kwargs)
-
-
-def _build_cell(raw, path):
-    """A grid cell, its `train` overrides typed as the Train fields they replace."""
-    cell = _build(Cell, raw, path)
-    hints = typing.get_type_hints(Train)
-    for key in cell.train:
-        if key not in hints:
-            raise ParamsError(f"{path}.train.{key}: unknown key (allowed: {', '.join(sorted(hints))})")
-    train = {key: _coerce(value, hints[key], f"{path}.train.{key}") for key, value in cell.train.items()}
-    return dataclasses.replace(cell, train=train)
-
-
-# ----- semantic checks ----------------------------------------------------------------------
-def _choice(value, allowed, path):
-    if value not in allowed:
-        raise ParamsError(f"{path}: unknown value {value!r} (choose from {', '.join(sorted(allowed))})")
-
-
-def _positive(value, path, zero_ok=False):
-    if value < 0 or (value == 0 and not zero_ok):
-        raise ParamsError(f"{path}: must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
-
-
-def _check_train(train, path):
-    from diffusion import TIMESTEP_SAMPLERS
-
-    for name in ("steps", "batch_size", "lr", "log_every", "checkpoint_every"):
-        _positive(getattr(train, name), f"{path}.{name}")
-    for name in ("warmup", "grad_clip", "hybrid_lambda"):
-        _positive(getattr(train, name), f"{path}.{name}", zero_ok=True)
-    if not 0 <= train.ema_decay < 1:
-        raise ParamsError(f"{path}.ema_decay: must be in [0, 1), got {train.ema_decay!r}")
-    _choice(train.weighting_space, ("eps", "target"), f"{path}.weighting_space")
-    _choice(train.vlb_scale, ("ddpm", "rescaled"), f"{path}.vlb_scale")
-    _choice(train.timestep_sampler, TIMESTEP_SAMPLERS, f"{path}.timestep_sampler")
-    _positive(train.min_snr_gamma, f"{path}.min_snr_gamma")
-    _choice(train.device, DEVICES, f"{path}.device")
-    _choice(train.precision, PRECISIONS, f"{path}.precision")
-    _positive(train.gpus, f"{path}.gpus")
-    _positive(train.eval_every, f"{path}.eval_every", zero_ok=True)
-    if train.batch_size % train.gpus:
-        raise ParamsError(f"{path}.batch_size: {train.batch_size} is not divisible by "
-                          f"{path}.gpus = {train.gpus} (the batch is split across processes)")
-
-
-def _check(p: Params):
-    # The slugs come from the library's registries (imported here, not at module level, so
-    # that reading params stays cheap for a no-op Snakemake run; see validate_once).
-    from diffusion import LEARNED_SIGMAS, PARAMETERIZATIONS, SAMPLERS, SCHEDULES, SIGMAS, WEIGHTINGS
+def _choices():
+    """{schema class: {field: allowed values}}: the slugs the checks accept and the JSON schema's
+    enums. The library's registries are imported here, not at module level, so that reading
+    params stays cheap for a no-op Snakemake run (see validate_once)."""
+    from diffusion import (PARAMETERIZATIONS, PROCESSES, SAMPLERS, SCHEDULES, SIGMAS, TIMESTEP_SAMPLERS,
+                           WEIGHTINGS)
+    from diffusion.losses import NORMAL_CDFS
     from diffusion.nets import NETWORKS
 
-    _choice(p.data.name, DATASETS, "data.name")
-    if p.data.heldout_fraction == 0 and p.data.name not in TEST_SPLITS:
-        raise ParamsError(f"data.heldout_fraction: 0 (the data set's own test split) is only available "
-                          f"for {', '.join(TEST_SPLITS)}; use a fraction in (0, 1)")
-    if not 0 <= p.data.heldout_fraction < 1:
-        raise ParamsError(f"data.heldout_fraction: must be in (0, 1), or 0 for the test split, "
-                          f"got {p.data.heldout_fraction!r}")
-    if p.data.path is not None and not Path(p.data.path).exists():
-        raise ParamsError(f"data.path: {p.data.path} does not exist")
-    _choice(p.process.kind, ("vp", "ve"), "process.kind")
-    _choice(p.process.schedule, SCHEDULES, "process.schedule")
-    _positive(p.process.T, "process.T")
-    if not 0 < p.process.sigma_min < p.process.sigma_max:
-        raise ParamsError("process.sigma_min: need 0 < sigma_min < sigma_max")
-    _choice(p.model.net, NETWORKS, "model.net")
-    for name in ("hidden", "num_blocks", "model_channels", "num_res_blocks"):
-        _positive(getattr(p.model, name), f"model.{name}")
-    if not 0 <= p.model.dropout < 1:
-        raise ParamsError(f"model.dropout: must be in [0, 1), got {p.model.dropout!r}")
-    _positive(p.model.sigma_data, "model.sigma_data")
-    _check_train(p.train, "train")
+    train = {"weighting_space": ("eps", "target"), "vlb_scale": ("ddpm", "rescaled"),
+             "timestep_sampler": TIMESTEP_SAMPLERS, "device": DEVICES, "precision": PRECISIONS}
+    return {"Data": {"name": DATASETS}, "Model": {"net": NETWORKS}, "Train": train, "TrainOverrides": train,
+            "Process": {"kind": PROCESSES, "schedule": SCHEDULES, "decoder_cdf": NORMAL_CDFS},
+            "Cell": {"parameterization": PARAMETERIZATIONS, "weighting": WEIGHTINGS, "sigma": SIGMAS},
+            "Sample": {"sampler": SAMPLERS, "device": DEVICES}, "SamplerStudy": {"samplers": SAMPLERS},
+            "Metrics": {"feature_extractor": FEATURE_EXTRACTORS, "device": DEVICES}}
+
+
+def json_schema():
+    """The schema as JSON Schema for editors (params.schema.json), with the choices as enums."""
+    schema = TypeAdapter(Params).json_schema()
+    for name, fields in _choices().items():
+        for key, allowed in fields.items():
+            prop = schema["$defs"][name]["properties"][key]
+            prop.get("items", prop)["enum"] = sorted(allowed)
+    schema["properties"]["cells"]["propertyNames"] = {"pattern": CELL_ID.pattern}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+# ----- the schema's errors, as `<key path>: <what is wrong>` --------------------------------------
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
+             "dict": "a mapping", "dataclass": "a mapping", "tuple": "a list", "list": "a list"}
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "<=")}
+
+
+def _jsonable(value, path, errors):
+    """`value` as JSON holds it; a key that is not text (YAML reads `1:` as a number) is a mistake."""
+    if isinstance(value, dict):
+        errors += [f"{path}{key}: expected a text key, got {key!r}" for key in value if not isinstance(key, str)]
+        return {k: _jsonable(v, f"{path}{k}.", errors) for k, v in value.items() if isinstance(k, str)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, path, errors) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def _keys(loc):
+    """The keys allowed in the mapping at `loc` (a section, a cell, a cell's overrides)."""
+    tp = Params
+    for key in loc:
+        tp = typing.get_args(tp)[1] if typing.get_origin(tp) is dict else typing.get_type_hints(tp)[key]
+    return ", ".join(typing.get_type_hints(tp))
+
+
+def _line(error):
+    """One pydantic error as `<key path>: <what is wrong>`, worded as the checks word theirs."""
+    kind, loc, got = error["type"], error["loc"], error.get("input")
+    where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".")
+    if kind == "missing":
+        what = "missing key"
+    elif kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        what = f"unknown key (allowed: {_keys(loc[:-1])})"
+    elif kind == "finite_number":
+        what = f"must be a finite number, got {got!r}"
+    elif kind in _BOUNDS:
+        name, op = _BOUNDS[kind]
+        what = f"must be {op} {error['ctx'][name]:g}, got {got!r}"
+    elif kind == "too_short":
+        what = "empty; list at least one"
+    elif kind.endswith("_type") and kind[:-5] in _EXPECTED:
+        what = f"expected {_EXPECTED[kind[:-5]]}, got {got!r}"
+    else:
+        what = error["msg"][:1].lower() + error["msg"][1:]
+    return f"{where}: {what}"
+
+
+# ----- the checks across keys, once the schema holds -------------------------------------------------
+def _unknown(values, allowed, path):
+    """A line for each value (or list item) of `values` that is not among its key's choices."""
+    lines = []
+    for key, choices in allowed.items():
+        value = values.get(key)
+        for where, item in (enumerate(value) if isinstance(value, tuple) else [(None, value)]):
+            if key in values and item not in choices:
+                lines.append(f"{path}.{key}{'' if where is None else f'[{where}]'}: unknown value {item!r} "
+                             f"(choose from {', '.join(sorted(choices))})")
+    return lines
+
+
+def _check_batch(train, path):
+    if train.batch_size % train.gpus:
+        return [f"{path}.batch_size: {train.batch_size} is not divisible by {path}.gpus = {train.gpus} "
+                "(the batch is split across processes)"]
+    return []
+
+
+def _check_cells(p, choices):
+    from diffusion import LEARNED_SIGMAS, PARAMETERIZATIONS
+
     if not p.cells:
-        raise ParamsError("cells: the grid is empty; add at least one cell")
-    seen = {}
+        return ["cells: the grid is empty; add at least one cell"]
+    lines, seen = [], {}
     for cell_id, cell in p.cells.items():
         path = f"cells.{cell_id}"
-        if not isinstance(cell_id, str) or not CELL_ID.match(cell_id):
-            raise ParamsError(f"{path}: cell ids use a-z, 0-9, '_' and '-' only")
-        _choice(cell.parameterization, PARAMETERIZATIONS, f"{path}.parameterization")
-        if p.process.kind not in PARAMETERIZATIONS[cell.parameterization].processes:
-            raise ParamsError(f"{path}.parameterization: {cell.parameterization!r} is not defined "
-                              f"for a {p.process.kind} process")
-        _choice(cell.weighting, WEIGHTINGS, f"{path}.weighting")
-        _choice(cell.sigma, SIGMAS, f"{path}.sigma")
-        if cell.weighting == "uncertainty" and cell.sigma in LEARNED_SIGMAS:
-            raise ParamsError(f"{path}.sigma: the uncertainty weighting (seed 004) needs a fixed Sigma, "
-                              f"got {cell.sigma!r}")
+        if not CELL_ID.match(cell_id):
+            lines.append(f"{path}: cell ids use a-z, 0-9, '_' and '-' only")
+            continue
+        unknown = _unknown(vars(cell), choices["Cell"], path) + _unknown(cell.train, choices["Train"], f"{path}.train")
+        lines += unknown
         train = p.cell_train(cell_id)
-        _check_train(train, f"{path}.train")
+        if cell.train.keys() & {"batch_size", "gpus"}:
+            lines += _check_batch(train, f"{path}.train")
+        if unknown:
+            continue
+        if p.process.kind not in PARAMETERIZATIONS[cell.parameterization].processes:
+            lines.append(f"{path}.parameterization: {cell.parameterization!r} is not defined "
+                         f"for a {p.process.kind} process")
+        if cell.weighting == "uncertainty" and cell.sigma in LEARNED_SIGMAS:
+            lines.append(f"{path}.sigma: the uncertainty weighting (seed 004) needs a fixed Sigma, got {cell.sigma!r}")
         # Only the VLB term reaches a learned Sigma: under any other weighting (the adaptive
         # ones included) it is the hybrid term lambda * T * L_t (diffusion/losses.py).
-        if cell.sigma in LEARNED_SIGMAS and cell.weighting != "vlb" and train.hybrid_lambda == 0:
-            raise ParamsError(f"{path}.train.hybrid_lambda: 0 leaves the learned Sigma head of {path} "
-                              f"(sigma: {cell.sigma}, weighting: {cell.weighting}) without gradient; "
-                              "use weighting vlb or hybrid_lambda > 0")
+        elif cell.sigma in LEARNED_SIGMAS and cell.weighting != "vlb" and train.hybrid_lambda == 0:
+            lines.append(f"{path}.train.hybrid_lambda: 0 leaves the learned Sigma head of {path} "
+                         f"(sigma: {cell.sigma}, weighting: {cell.weighting}) without gradient; "
+                         "use weighting vlb or hybrid_lambda > 0")
         replicate = REPLICATE_SUFFIX.search(cell_id)
         if replicate and int(replicate.group(1)) != train.seed:
-            raise ParamsError(f"{path}: the id says seed {replicate.group(1)} but train.seed is "
-                              f"{train.seed}; add train: {{seed: {replicate.group(1)}}}")
+            lines.append(f"{path}: the id says seed {replicate.group(1)} but train.seed is "
+                         f"{train.seed}; add train: {{seed: {replicate.group(1)}}}")
         # Resolved settings, so a replicate that repeats another cell's seed is caught too.
         signature = (cell.parameterization, cell.weighting, cell.sigma,
                      tuple(sorted(dataclasses.asdict(train).items())))
         if signature in seen:
-            raise ParamsError(f"{path}: same objective and settings as cells.{seen[signature]}")
-        seen[signature] = cell_id
-    _choice(p.sample.sampler, SAMPLERS, "sample.sampler")
-    for name in ("steps", "num_samples", "batch_size"):
-        _positive(getattr(p.sample, name), f"sample.{name}")
-    if p.sample.sampler in ("ancestral", "ddim") and p.sample.steps > p.process.T:
-        raise ParamsError(f"sample.steps: {p.sample.steps} is more than process.T = {p.process.T}")
-    _positive(p.sample.langevin_steps_per_level, "sample.langevin_steps_per_level")
-    _positive(p.sample.langevin_step_size, "sample.langevin_step_size")
-    _positive(p.sample.sigma_max, "sample.sigma_max")
-    if p.points and p.data.random_flip:
-        raise ParamsError(f"data.random_flip: must be false for 2-D point data ({p.data.name})")
-    if p.points and p.sample.clip_x0:
-        raise ParamsError(f"sample.clip_x0: must be false for 2-D point data ({p.data.name} is not in [-1, 1])")
-    _check_study(p)
-    _check_paths(p.paths)
-    for name in ("steps", "batch_size", "lr", "feature_dim"):
-        _positive(getattr(p.evaluator, name), f"evaluator.{name}")
-    _choice(p.sample.device, DEVICES, "sample.device")
-    _positive(p.metrics.kid_subset_size, "metrics.kid_subset_size")
-    _positive(p.metrics.nll_examples, "metrics.nll_examples")
-    _choice(p.metrics.feature_extractor, FEATURE_EXTRACTORS, "metrics.feature_extractor")
-    _choice(p.metrics.device, DEVICES, "metrics.device")
-    if p.metrics.inception_weights is not None and not Path(p.metrics.inception_weights).is_file():
-        raise ParamsError(f"metrics.inception_weights: {p.metrics.inception_weights} does not exist "
-                          "(a local copy of torch-fidelity's Inception weights, or null to download them)")
-    if p.metrics.snapshot_samples < 10:
-        raise ParamsError(f"metrics.snapshot_samples: must be >= 10 (IS uses 10 splits), "
-                          f"got {p.metrics.snapshot_samples!r}")
-    if p.metrics.matched_n is not None:
-        if p.metrics.matched_n < 2:
-            raise ParamsError(f"metrics.matched_n: must be >= 2 or null, got {p.metrics.matched_n!r}")
-        if p.metrics.matched_n > p.sample.num_samples:
-            raise ParamsError(f"metrics.matched_n: {p.metrics.matched_n} is larger than "
-                              f"sample.num_samples = {p.sample.num_samples}")
-    for name in ("draws", "resamples", "copy_threshold"):
-        _positive(getattr(p.metrics, name), f"metrics.{name}")
-    if p.stats.baseline not in p.cells:
-        raise ParamsError(f"stats.baseline: {p.stats.baseline!r} is not a cell of the grid")
-    if not 0 < p.stats.confidence < 1:
-        raise ParamsError(f"stats.confidence: must be in (0, 1), got {p.stats.confidence!r}")
-    _positive(p.stats.bootstrap, "stats.bootstrap")
-    for path, n in (("sample.num_samples", p.sample.num_samples),
-                    ("sampler_study.num_samples", p.sampler_study.num_samples)):
-        if not p.points and p.metrics.kid_subset_size > n:
-            raise ParamsError(f"metrics.kid_subset_size: {p.metrics.kid_subset_size} is larger than "
-                              f"{path} = {n}")
+            lines.append(f"{path}: same objective and settings as cells.{seen[signature]}")
+        seen.setdefault(signature, cell_id)
+    return lines
+
+
+def _check_study(p):
+    s, lines = p.sampler_study, []
+    for name in ("cells", "samplers", "nfe"):
+        values = getattr(s, name)
+        if len(set(values)) != len(values):
+            lines.append(f"sampler_study.{name}: duplicate entries in {list(values)}")
+    for i, cell in enumerate(s.cells):
+        if p.cells and cell not in p.cells:
+            lines.append(f"sampler_study.cells[{i}]: {cell!r} is not a cell of cells: "
+                         f"(choose from {', '.join(p.cells)})")
+    for i, nfe in enumerate(s.nfe):
+        if nfe > p.process.T and ({"ancestral", "ddim"} & set(s.samplers)):
+            lines.append(f"sampler_study.nfe[{i}]: {nfe} is more than process.T = {p.process.T} "
+                         "(ancestral and ddim take one network evaluation per step of the process)")
+    return lines
 
 
 def _check_paths(paths):
     """Each folder is its default (`results`) or a new folder inside it (`results/<name>`): inside
     the repository, under the folders git ignores (data, runs, logs) or commits (results)."""
+    lines = []
     for key, value in dataclasses.asdict(paths).items():
         name = value[len(key) + 1:] if value.startswith(f"{key}/") else None
         if value != key and not (name and SLUG.match(name) and name not in RESERVED_NAMES):
-            raise ParamsError(f"paths.{key}: must be {key!r} or '{key}/<name>' with <name> of a-z, 0-9, '_' "
-                              f"and not one of the pipeline's own folders ({', '.join(RESERVED_NAMES)}), "
-                              f"got {value!r}")
+            lines.append(f"paths.{key}: must be {key!r} or '{key}/<name>' with <name> of a-z, 0-9, '_' "
+                         f"and not one of the pipeline's own folders ({', '.join(RESERVED_NAMES)}), got {value!r}")
+    return lines
 
 
-def _check_study(p: Params):
-    from diffusion import SAMPLERS
+def _check(p: Params):
+    """Every rule that spans keys or needs the library's registries or the disk: the lines."""
+    choices = _choices()
+    sections = {f.name: getattr(p, f.name) for f in dataclasses.fields(Params) if f.name != "cells"}
+    lines = [line for name, part in sections.items()
+             for line in _unknown(vars(part), choices.get(type(part).__name__, {}), name)]
+    d, m, n = p.data, p.metrics, p.sample.num_samples
+    if d.heldout_fraction == 0 and d.name not in TEST_SPLITS:
+        lines.append(f"data.heldout_fraction: 0 (the data set's own test split) is only available "
+                     f"for {', '.join(TEST_SPLITS)}; use a fraction in (0, 1)")
+    if d.path is not None and not Path(d.path).exists():
+        lines.append(f"data.path: {d.path} does not exist")
+    if p.points and d.random_flip:
+        lines.append(f"data.random_flip: must be false for 2-D point data ({d.name})")
+    if not p.process.sigma_min < p.process.sigma_max:
+        lines.append(f"process.sigma_min: {p.process.sigma_min} is not below "
+                     f"process.sigma_max = {p.process.sigma_max}")
+    lines += _check_batch(p.train, "train") + _check_cells(p, choices)
+    if p.sample.sampler in ("ancestral", "ddim") and p.sample.steps > p.process.T:
+        lines.append(f"sample.steps: {p.sample.steps} is more than process.T = {p.process.T}")
+    if p.points and p.sample.clip_x0:
+        lines.append(f"sample.clip_x0: must be false for 2-D point data ({d.name} is not in [-1, 1])")
+    lines += _check_study(p) + _check_paths(p.paths)
+    if m.inception_weights is not None and not Path(m.inception_weights).is_file():
+        lines.append(f"metrics.inception_weights: {m.inception_weights} does not exist "
+                     "(a local copy of torch-fidelity's Inception weights, or null to download them)")
+    if m.matched_n is not None and m.matched_n > n:
+        lines.append(f"metrics.matched_n: {m.matched_n} is larger than sample.num_samples = {n}")
+    smaller = [f"{path} = {count}" for path, count in
+               (("sample.num_samples", n), ("sampler_study.num_samples", p.sampler_study.num_samples))
+               if not p.points and m.kid_subset_size > count]
+    if smaller:
+        lines.append(f"metrics.kid_subset_size: {m.kid_subset_size} is larger than {' and '.join(smaller)}")
+    if p.cells and p.stats.baseline not in p.cells:
+        lines.append(f"stats.baseline: {p.stats.baseline!r} is not a cell of the grid")
+    return lines
 
-    s = p.sampler_study
-    for name in ("cells", "samplers", "nfe"):
-        values = getattr(s, name)
-        if not values:
-            raise ParamsError(f"sampler_study.{name}: empty; list at least one")
-        if len(set(values)) != len(values):
-            raise ParamsError(f"sampler_study.{name}: duplicate entries in {list(values)}")
-    for i, cell in enumerate(s.cells):
-        if cell not in p.cells:
-            raise ParamsError(f"sampler_study.cells[{i}]: {cell!r} is not a cell of cells: "
-                              f"(choose from {', '.join(p.cells)})")
-    for i, sampler in enumerate(s.samplers):
-        _choice(sampler, SAMPLERS, f"sampler_study.samplers[{i}]")
-    for i, nfe in enumerate(s.nfe):
-        _positive(nfe, f"sampler_study.nfe[{i}]")
-        if nfe > p.process.T and ({"ancestral", "ddim"} & set(s.samplers)):
-            raise ParamsError(f"sampler_study.nfe[{i}]: {nfe} is more than process.T = {p.process.T} "
-                              "(ancestral and ddim take one network evaluation per step of the process)")
-    _positive(s.num_samples, "sampler_study.num_samples")
 
-
+# ----- reading the file ----------------------------------------------------------------------------
 _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 
 
@@ -504,26 +490,20 @@ _UniqueKeyLoader.add_constructor(_INT, _construct_int)  # floats: SafeLoader's h
 
 
 def parse(raw) -> Params:
-    """Validate a params mapping (as load_yaml reads it) into Params, or raise ParamsError."""
+    """Validate a params mapping (as load_yaml reads it) into Params, or raise ParamsError with
+    every mistake: the schema's, or when it holds, the checks'."""
     if not isinstance(raw, dict):
         raise ParamsError("params: expected a mapping at the top level")
-    raw = dict(raw)
-    cells = raw.get("cells")
-    if isinstance(cells, dict):
-        raw["cells"] = {k: _build_cell(v, f"cells.{k}") for k, v in cells.items()}
-    elif cells is not None and cells != {}:
-        raise ParamsError("cells: expected a mapping of cell id -> {parameterization, weighting, sigma}")
-    fields = {f.name for f in dataclasses.fields(Params)}
-    for key in raw:
-        if key not in fields:
-            raise ParamsError(f"{key}: unknown key (allowed: {', '.join(sorted(fields))})")
-    for key in fields - {"paths"}:
-        if key not in raw:
-            raise ParamsError(f"{key}: missing section")
-    hints = typing.get_type_hints(Params)
-    kwargs = {k: (raw[k] if k == "cells" else _coerce(raw[k] or {}, hints[k], k)) for k in fields if k in raw}
-    params = Params(**kwargs)
-    _check(params)
+    lines = []
+    raw = _jsonable({key: {} if value is None else value for key, value in raw.items()}, "", lines)
+    try:
+        params = TypeAdapter(Params).validate_json(json.dumps(raw))
+    except ValidationError as err:
+        lines += [_line(error) for error in err.errors()]
+    if not lines:
+        lines = _check(params)
+    if lines:
+        raise ParamsError(*lines)
     return params
 
 
@@ -537,7 +517,7 @@ def load_yaml(path="params.yaml"):
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     except ParamsError as err:  # a duplicate key
-        raise ParamsError(f"{path}: {err}") from None
+        raise err.under(path) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -559,7 +539,7 @@ def load(path="params.yaml") -> Params:
     try:
         return parse(raw)
     except ParamsError as err:
-        raise ParamsError(f"{path}: {err}") from None
+        raise err.under(path) from None
 
 
 def _validation_key(path):
@@ -589,11 +569,11 @@ def validate_once(path="params.yaml", stamp=".snakemake/params-validated"):
 
 
 def load_or_exit(path="params.yaml") -> Params:
-    """load(), turning a mistake into one line on stderr and exit status 2."""
+    """load(), turning the mistakes into `error: ...` lines on stderr and exit status 2."""
     try:
         return load(path)
     except ParamsError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in err.lines), file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -604,7 +584,12 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--stamp", help="write this file when valid (DVC's first stage: every stage depends on "
                                         "it, so a bad param stops `dvc repro` before any output is removed)")
+    parser.add_argument("--json-schema", action="store_true",
+                        help="print the JSON schema of params files (params.schema.json) and exit")
     args = parser.parse_args(argv)
+    if args.json_schema:
+        print(json_schema(), end="")
+        return
     params = load_or_exit(args.params)
     for cell_id, cell in params.cells.items():
         extra = f" train={cell.train}" if cell.train else ""

@@ -44,14 +44,12 @@ def to_markdown(long, metric, params, floor):
     table = long[long.metric == metric].pivot_table(index=["cell", "sampler"], columns="nfe_budget",
                                                     values="value", aggfunc="first")
     digits = 4 if metric in ("sw", "mmd", "kid_mean") else 3
-    header = "| cell | sampler | " + " | ".join(f"NFE {c}" for c in table.columns) + " |"
-    lines = [header, "|" + "---|" * (len(table.columns) + 2)]
-    for (cell, sampler), row in table.iterrows():
-        values = ["-" if pd.isna(v) else f"{v:.{digits}f}" for v in row]
-        lines.append(f"| {cell} | {sampler} | " + " | ".join(values) + " |")
+    table = table.map(lambda v: "-" if pd.isna(v) else f"{v:.{digits}f}")
+    table.columns = [f"NFE {c}" for c in table.columns]
+    table = table.reset_index()
     if floor is not None:
-        lines.append(f"| held-out real data (floor) | | {floor:.{digits}f} |" + " |" * (len(table.columns) - 1))
-    return "\n".join(lines)
+        table.loc[len(table)] = ["held-out real data (floor)", "", f"{floor:.{digits}f}", *[""] * (table.shape[1] - 3)]
+    return table.to_markdown(index=False, disable_numparse=True)
 
 
 def line_plot(long, metrics, floors, path):

@@ -11,8 +11,12 @@ stages skip it.
 On a GPU (`train.device`) the data set, the batches and every random draw live on the
 device, so no step waits on the host; `train.precision: bf16` runs the network under
 autocast, `train.compile` compiles it, and `train.gpus: N > 1` relaunches this stage under
-torchrun as N DDP processes, each drawing batch_size / N examples. `train.eval_every`
-keeps EMA snapshots in the output for the evaluate stage's FID-vs-step curve.
+torchrun as N DDP processes that take the steps one process takes: each draws the same global
+batch (data, t, noise) from the cell's generator and computes its 1/N of it, the gradients
+are averaged, and the timestep sampler sees the whole batch's losses (diffusion.training_step),
+so the weights equal a 1-process run's up to float reduction order (with dropout > 0 the masks
+differ between ranks). `train.eval_every` keeps EMA snapshots in the output for the evaluate
+stage's FID-vs-step curve.
 
 `--live DIR` logs the loss and learning rate through dvclive while the cell trains (every
 `train.log_every` steps, from values the loop already has on the host: no extra device
@@ -30,10 +34,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from diffusion import EMA, TIMESTEP_SAMPLERS, training_step, warmup_lr
+from diffusion import EMA, training_step, warmup_lr
 
 from . import accel, provenance
-from .build import build_net, build_objective, build_process
+from .build import build_net, build_objective, build_process, build_timestep_sampler
 from .data import to_model
 from .io import add_threads_argument, load_torch, run_stage, save_torch, set_threads
 from .params import load_or_exit
@@ -130,11 +134,11 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
     # fused: one kernel per step instead of a loop over parameters (13% of a default CPU step)
     optimizer = torch.optim.Adam(trainable, lr=train.lr, fused=True)
     ema = EMA(net, decay=train.ema_decay)
-    sampler = TIMESTEP_SAMPLERS[train.timestep_sampler](process.T)
-    rank_seed = train.seed + accel.SEED_STRIDE * rt.rank
+    sampler = build_timestep_sampler(train, process)
     if rt.world > 1:
-        torch.manual_seed(rank_seed)  # dropout masks differ between ranks
-    generator = torch.Generator(rt.device).manual_seed(rank_seed)
+        torch.manual_seed(train.seed + accel.SEED_STRIDE * rt.rank)  # dropout masks differ between ranks
+    # One generator, seeded alike on every rank: every rank draws the global batch, t and noise.
+    generator = torch.Generator(rt.device).manual_seed(train.seed)
     x_data = x_all.to(rt.device)  # the whole data set on the device: no loader, no host copies
     losses, snapshots, start = [], [], 0
 
@@ -187,6 +191,8 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
     live = live_logger(live_dir, losses, cell_id) if live_dir and rt.main else None
     status = {"status": "ok", "step": train.steps}
     per_rank = train.batch_size // rt.world
+    shard = slice(rt.rank * per_rank, (rt.rank + 1) * per_rank) if rt.world > 1 else None
+    gather = rt.all_gather if rt.world > 1 else None
     running = torch.zeros((), device=rt.device)
     bar = tqdm(total=train.steps, initial=start, desc=cell_id, mininterval=1.0,
                disable=not (progress and rt.main and sys.stderr.isatty()))
@@ -194,13 +200,14 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
     net.train()
     forward.train()
     for step in range(start, train.steps):
-        idx = torch.randint(len(x_data), (per_rank,), generator=generator, device=generator.device)
+        idx = torch.randint(len(x_data), (train.batch_size,), generator=generator, device=generator.device)
         x0 = x_data[idx]
         if params.data.random_flip:
             x0 = _random_flip(x0, generator)
         lr = warmup_lr(step, train.lr, train.warmup)
         loss, _, _ = training_step(net, objective, optimizer, x0, sampler, generator=generator,
-                                   grad_clip=train.grad_clip, ema=ema, lr=lr, forward=forward)
+                                   grad_clip=train.grad_clip, ema=ema, lr=lr, forward=forward,
+                                   shard=shard, gather=gather)
         running = running + loss  # stays on the device: no sync per step
         bar.update(1)
         if (step + 1) % train.log_every == 0 or step + 1 == train.steps:

@@ -53,6 +53,17 @@ def make_project(dest, params_file, source=ROOT):
     return dest
 
 
+def table_rows(text):
+    """A Markdown pipe table's rows (header and body, not the rule) as lists of stripped cells,
+    keyed by their first cell: {"eps-eps": ["eps-eps", "eps", ...], ...}."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("|") and not set(line) <= set("|:- "):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows.setdefault(cells[0], cells)
+    return rows
+
+
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
 
 

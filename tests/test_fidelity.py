@@ -37,7 +37,8 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(digits, tmp_path_factory):
-    model = fm.train_classifier(digits["train_x"], digits["train_y"], 10, steps=300, batch_size=128, lr=5e-3, seed=0)
+    model = fm.train_classifier(digits["train_x"], digits["train_y"], 10, steps=300, batch_size=128, lr=5e-3, seed=0,
+                                feature_dim=64)
     path = tmp_path_factory.mktemp("clf") / "classifier.pt"
     fm.save_classifier(model, path)
     return model, str(path)
@@ -82,9 +83,9 @@ def test_classifier_accuracy_and_checkpoint(digits, trained):
 
 def test_training_deterministic(digits):
     args = (digits["train_x"][:256], digits["train_y"][:256], 10)
-    a = fm.train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=7)
-    b = fm.train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=7)
-    c = fm.train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=8)
+    a = fm.train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=7, feature_dim=64)
+    b = fm.train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=7, feature_dim=64)
+    c = fm.train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=8, feature_dim=64)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
@@ -141,7 +142,7 @@ def test_reference_cache_reuse(digits, trained, noise, tmp_path):
     # Other weights or other reference images -> another cache entry (stale stats never reused).
     other = tmp_path / "other.pt"
     fm.save_classifier(fm.train_classifier(digits["train_x"][:64], digits["train_y"][:64], 10, steps=1,
-                                           batch_size=16, lr=1e-3, seed=1), other)
+                                           batch_size=16, lr=1e-3, seed=1, feature_dim=64), other)
     assert fm.reference_cache_key(digits["train_x"], other, "digits") != info["cache_key"]
     assert fm.reference_cache_key(digits["train_x"][:-1], path, "digits") != info["cache_key"]
 

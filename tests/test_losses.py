@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 
 from diffusion import Denoiser, Objective  # noqa: E402
 from diffusion.denoiser import Prediction  # noqa: E402
-from diffusion.losses import (discretized_gaussian_log_likelihood,  # noqa: E402
+from diffusion.losses import (NORMAL_CDFS, discretized_gaussian_log_likelihood,  # noqa: E402
                               gaussian_log_likelihood, mean_flat, normal_kl, vlb_term)
 from diffusion.parameterizations import PARAMETERIZATIONS  # noqa: E402
 from diffusion.process import ve_process, vp_process  # noqa: E402
@@ -257,6 +257,29 @@ def test_vlb_t0_is_decoder_nll():
         torch.testing.assert_close(loss, -mean_flat(ll) / LN2, rtol=1e-9, atol=0)
         if levels is not None:
             assert bool((loss >= 0).all())
+
+
+def test_decoder_cdf_setting_reaches_only_the_t0_term():
+    """decoder_cdf='tanh' (DDPM's and improved-diffusion's approximation of Phi) changes the
+    VLB's decoder term at t = 0, by the approximation's error, and no KL term at t >= 1."""
+    process = PROCESSES["vp_linear"]
+    g = torch.Generator().manual_seed(7)
+    x0 = (torch.randint(0, 17, (16, D), generator=g).double() / 16) * 2 - 1
+    eps = torch.randn(16, D, generator=g, dtype=F64)
+    t = torch.cat([torch.zeros(8, dtype=torch.long), torch.randint(1, process.T, (8,), generator=g)])
+    net = LinearNet(6, out_channels=2 * D)
+    with torch.no_grad():
+        exact, tanh = (Objective(process, "eps", "vlb", sigma="learned_range", levels=17, decoder_cdf=cdf)(
+            net, x0, t, eps)["loss"] for cdf in ("erf", "tanh"))
+    torch.testing.assert_close(tanh[8:], exact[8:], rtol=0, atol=0)
+    assert bool((tanh[:8] != exact[:8]).any())
+    # the CDFs differ by at most 1.8e-4 (at |x| ~ 2.59): the term moves by the log of bin masses
+    x = torch.linspace(-8, 8, 100001, dtype=F64)
+    gap = (NORMAL_CDFS["tanh"](x) - NORMAL_CDFS["erf"](x)).abs()
+    assert 1.7e-4 < gap.max().item() < 1.8e-4
+    torch.testing.assert_close(NORMAL_CDFS["erf"](x), Normal(0.0, 1.0).cdf(x), rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="decoder_cdf"):
+        Objective(process, "eps", "vlb", decoder_cdf="logistic")
 
 
 @pytest.mark.parametrize("sigma", ["learned_range", "learned"])

@@ -94,3 +94,46 @@ def test_every_cell_diverged_is_said_not_raised(params):
     text = "\n".join(papers.min_snr_sections(params, results, TABLE1, TABLE2))
     assert "- x0: no gamma finished (every seed diverged): nothing to compare" in text
     assert "min_snr below native at 0 of 0 of our budgets" in text
+
+
+# ----- EDM Table 2 ---------------------------------------------------------------------------------
+EDM = papers.edm_table2(ROOT / "papers" / "edm_2206.00364_table2.csv")
+
+
+def test_edm_table2_is_read_for_unconditional_cifar10():
+    """Rows A-F in both columns; the values are the CSV's unconditional CIFAR-10 rows."""
+    assert set(EDM) == {(row, col) for row in "ABCDEF" for col in ("VP", "VE")}
+    import pandas as pd
+
+    csv = pd.read_csv(ROOT / "papers" / "edm_2206.00364_table2.csv")
+    uncond = csv[csv.dataset == "CIFAR-10 32x32 unconditional"]
+    for (row, col), value in EDM.items():
+        match = uncond[uncond.row_label.str.startswith(row) & uncond.note.str.startswith(f"column={col}")]
+        assert match.value.tolist() == [value]
+
+
+@pytest.mark.parametrize("name", ["edm_vp", "edm_ve"])
+def test_edm_rows_map_in_their_experiments_only(name):
+    edm = parse(experiment_params(name))
+    assert papers.edm_applies(edm) and not papers.min_snr_applies(edm)
+    assert papers._edm_groups(edm) == {"C": "eps-eps", "D": "edm-eps", "E": "edm-edm-lognormal"}
+    for other in ("samplers", "min_snr", "ncsn_digits"):  # one EDM row at most (eps-eps)
+        assert not papers.edm_applies(parse(experiment_params(other)))
+
+
+@pytest.mark.parametrize("name, column", [("edm_vp", "VP"), ("edm_ve", "VE")])
+def test_edm_lines_compare_each_step_with_the_papers_direction(name, column):
+    """Our C -> D -> E with FIDs 3, 3.5, 2 (D worse, E best): C -> D is 'higher', D -> E 'lower';
+    each verdict says whether that is the paper's direction in the process's column."""
+    edm = parse(experiment_params(name))
+    fid = {"C": 3.0, "D": 3.5, "E": 2.0}
+    rows = {v: k for k, v in papers._edm_groups(edm).items()}
+    results = fake_results(edm, lambda cell_id, cell: fid[rows[edm.group_of(cell_id)]])
+    text = "\n".join(papers.edm_lines(edm, results, EDM))
+    assert f"{column} column" in text and "| C (eps-eps) |" in text and "| 3 |" in text
+    step = {l.split(":")[0]: l for l in text.splitlines() if l.startswith("- ") and "->" in l}
+    paper_cd = EDM[("D", column)] - EDM[("C", column)]
+    assert step["- C -> D"].endswith("holds" if paper_cd > 0 else "reversed")
+    assert step["- D -> E"].endswith("holds")  # lower in both columns of the paper
+    assert "ours D minus C +0.500" in step["- C -> D"]
+    assert "Spearman rank correlation of mean FID with the paper's over the 3 rows" in text

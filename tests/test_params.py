@@ -1,8 +1,11 @@
-"""params.yaml validation: each mistake is one line naming its key, and a nonzero exit,
-before any compute (through the validator, a stage and the Snakefile)."""
+"""params.yaml validation: each mistake is one line naming its key, all of them at once, and
+a nonzero exit, before any compute (through the validator, a stage and the Snakefile); the
+schema's defaults are params.yaml's values and params.schema.json is the schema's."""
 
 import copy
+import dataclasses
 import itertools
+import json
 import math
 import subprocess
 import sys
@@ -14,7 +17,7 @@ import yaml
 from conftest import EXPERIMENTS, ROOT, experiment_params, make_project, run, tool
 from diffusion import LEARNED_SIGMAS, PARAMETERIZATIONS, SIGMAS, WEIGHTINGS
 from pipeline.build import build_net, build_objective, build_process
-from pipeline.params import ParamsError, load, load_yaml, parse
+from pipeline.params import Params, ParamsError, json_schema, load, load_or_exit, load_yaml, parse
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 TINY = yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
@@ -66,7 +69,8 @@ CASES = [
     ("process.schedule", "sqrt", "process.schedule: unknown value"),
     ("sample.sampler", "dpm", "sample.sampler: unknown value"),
     ("model.net", "transformer", "model.net: unknown value"),
-    ("metrics", DELETE, "metrics: missing section"),
+    ("cells", DELETE, "cells: missing key"),
+    ("train", 5, "train: expected a mapping, got 5"),
     ("cells.Bad Id", {"parameterization": "eps", "weighting": "eps"}, "cells.Bad Id: cell ids use"),
     ("cells.eps-copy", {"parameterization": "eps", "weighting": "eps", "sigma": "fixed_large"},
      "cells.eps-copy: same objective and settings as cells.eps-eps"),
@@ -76,8 +80,8 @@ CASES = [
     ("cells.eps-eps-s7", {"parameterization": "eps", "weighting": "eps", "train": {"seed": 6}},
      "cells.eps-eps-s7: the id says seed 7 but train.seed is 6"),
     ("stats.baseline", "eps-nope", "stats.baseline: 'eps-nope' is not a cell of the grid"),
-    ("stats.confidence", 1.5, "stats.confidence: must be in (0, 1)"),
-    ("stats", DELETE, "stats: missing section"),
+    ("stats.confidence", 1.5, "stats.confidence: must be < 1, got 1.5"),
+    ("stats.confidence", 0, "stats.confidence: must be > 0, got 0"),  # an int is a float's value, not its type error
     ("metrics.matched_n", 5000, "metrics.matched_n: 5000 is larger than sample.num_samples"),
     ("metrics.draws", 0, "metrics.draws: must be > 0"),
     ("cells.x0-unc", {"parameterization": "x0", "weighting": "uncertainty", "sigma": "learned"},
@@ -94,7 +98,8 @@ CASES = [
     ("sampler_study.nfe", [10, 10], "sampler_study.nfe: duplicate entries"),
     ("sampler_study.cells", [], "sampler_study.cells: empty"),
     ("sampler_study.num_samples", 100, "metrics.kid_subset_size: 300 is larger than sampler_study.num_samples"),
-    ("sampler_study", DELETE, "sampler_study: missing section"),
+    ("sampler_study.nfe", [10, 2.5], "sampler_study.nfe[1]: expected an integer, got 2.5"),
+    ("sampler_study.samplers", "ddim", "sampler_study.samplers: expected a list, got 'ddim'"),
     ("train.device", "tpu", "train.device: unknown value 'tpu'"),
     ("train.precision", "fp16", "train.precision: unknown value 'fp16'"),
     ("train.compile", "yes", "train.compile: expected true or false"),
@@ -113,6 +118,12 @@ CASES = [
     ("paths.results", "results/metrics", "paths.results: must be 'results' or 'results/<name>'"),
     ("paths.logs", "logs/a/b", "paths.logs: must be 'logs' or 'logs/<name>'"),
     ("paths.cache", "cache", "paths.cache: unknown key"),
+    ("process.decoder_cdf", "normal", "process.decoder_cdf: unknown value 'normal' (choose from erf, tanh)"),
+    ("train.timestep_sampler", "beta", "train.timestep_sampler: unknown value 'beta'"),
+    ("train.lognormal_std", 0.0, "train.lognormal_std: must be > 0, got 0.0"),
+    ("train.lognormal_mean", "-1.2", "train.lognormal_mean: expected a number, got '-1.2'"),
+    ("cells.eps-eps.train", {"lognormal_std": -1.0}, "cells.eps-eps.train.lognormal_std: must be > 0, got -1.0"),
+    ("cells.eps-eps.train", {"timestep_sampler": "beta"}, "cells.eps-eps.train.timestep_sampler: unknown value"),
 ]
 
 
@@ -145,6 +156,46 @@ def test_paths_default_to_the_top_level_folders():
     raw = mutate("paths", DELETE)
     assert parse(raw).paths == parse(BASE).paths == parse(mutate("paths", {"results": "results"})).paths
     assert parse(mutate("paths.results", "results/mine")).paths.results == "results/mine"
+
+
+@pytest.mark.parametrize("section", [key for key in BASE if key != "cells"])
+def test_a_section_left_out_takes_its_defaults(section):
+    assert parse(mutate(section, DELETE)) == parse(BASE)
+
+
+def test_params_yaml_states_the_schema_defaults():
+    """The committed params.yaml, minus its grid, is the schema's defaults key for key: the
+    default experiment is written down once in the schema and once in the file, kept equal."""
+    defaults = {f.name: json.loads(json.dumps(dataclasses.asdict(f.default)))  # tuples -> lists
+                for f in dataclasses.fields(Params) if f.name != "cells"}
+    assert {key: value for key, value in load_yaml(ROOT / "params.yaml").items() if key != "cells"} == defaults
+
+
+def test_the_json_schema_is_current():
+    assert (ROOT / "params.schema.json").read_text() == json_schema(), \
+        "run `python -m pipeline.params --json-schema > params.schema.json`"
+    assert (ROOT / "params.yaml").read_text().startswith("# yaml-language-server: $schema=params.schema.json\n")
+
+
+def test_every_mistake_is_reported_at_once(tmp_path, capsys):
+    """The schema's mistakes all together, each on its line; the checks' once the schema holds."""
+    raw = mutate("train.steps", 10.5)
+    raw["cells"]["eps-eps"]["train"] = {"seed": "1"}
+    raw["sampler_study"]["nfe"] = [10, 20, -1]
+    raw["cells"]["eps-vlb"]["weighting"] = "l1"  # a check's: reported once the schema holds
+    path = _write(tmp_path, raw)
+    with pytest.raises(SystemExit) as exit_:
+        load_or_exit(path)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {path}: train.steps: expected an integer, got 10.5",
+        f"error: {path}: cells.eps-eps.train.seed: expected an integer, got '1'",
+        f"error: {path}: sampler_study.nfe[2]: must be > 0, got -1"]
+    raw = mutate("cells.eps-vlb.weighting", "l1")
+    raw["stats"]["baseline"] = "nope"
+    with pytest.raises(ParamsError) as err:
+        parse(raw)
+    assert [line.split(":")[0] for line in str(err.value).splitlines()] == ["cells.eps-vlb.weighting", "stats.baseline"]
 
 
 def test_shipped_experiments_keep_their_outputs_apart():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_project, make_project, run, tool
+from conftest import copy_project, make_project, run, table_rows, tool
 
 pytestmark = pytest.mark.slow
 
@@ -73,10 +73,9 @@ def test_two_references_seeds_and_memorization_are_reported(snakemake_project):
     fid = summary[summary.metric == "fid"].set_index("group")
     assert fid.loc["eps-eps", "n"] == 2 and fid.loc["eps-eps", "ci_low"] < fid.loc["eps-eps", "ci_high"]
     assert fid.loc["x0-eps", "diff_low"] <= fid.loc["x0-eps", "diff"] <= fid.loc["x0-eps", "diff_high"]
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in (p / "results/table.md").read_text().splitlines()
-            if line.startswith("| ")}
+    rows = table_rows((p / "results/table.md").read_text())
     assert "eps-eps-s1" not in rows  # a replicate is part of its group's row
-    assert rows["eps-eps"].split(" | ")[4] == "2" and "baseline" in rows["eps-eps"]
+    assert rows["eps-eps"][4] == "2" and "baseline" in " ".join(rows["eps-eps"])
     reference = json.loads((p / "results/reference.json").read_text())
     assert reference["rows"]["train"]["near_copy_fraction"] == 1.0 and reference["rows"]["heldout"]["nn_ratio"] == 1.0
 
@@ -164,5 +163,5 @@ def test_readme_walkthrough_adds_a_weighting(tmp_path, tiny_params):
     assert "v-sqrt_snr" in planned_jobs(project)["train"]
     run([tool("snakemake"), "--cores", "2"], cwd=project)
     table = (project / "results/table.md").read_text()
-    row = next(l for l in table.splitlines() if l.startswith("| v-sqrt_snr "))
-    assert "| v | sqrt_snr | fixed_large |" in row and "| ok |" in row
+    row = table_rows(table)["v-sqrt_snr"]
+    assert row[1:4] == ["v", "sqrt_snr", "fixed_large"] and "ok" in row

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, make_project, run, tool
+from conftest import ROOT, make_project, run, table_rows, tool
 from test_dag import normalize
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def test_point_metrics_and_two_scores(swiss_project):
         assert "fid" not in m and m["sw"] > 0 and m["mmd"] == m["mmd"] and m["nll_bpd"] == m["nll_bpd"]
     assert unc["seed004_sw"] > 0 and "seed004_sw" not in dsm
     table = (p / RESULTS / "table.md").read_text()
-    assert "| SW |" in table and "FID" not in table.splitlines()[0]
+    assert "SW" in table_rows(table)["cell"] and "FID" not in table.splitlines()[0]
     assert "x0-uncertainty (seed-004 score)" in table and "held-out real data (floor)" in table
     long = pd.read_csv(p / RESULTS / "metrics.csv")
     assert set(long.score) == {"tweedie", "seed004"} and set(long.metric) == {"sw", "mmd", "nll_bpd"}

@@ -10,8 +10,8 @@ torch.set_num_threads(1)
 
 from diffusion import Objective  # noqa: E402
 from diffusion.nets import MLP  # noqa: E402
-from diffusion.process import vp_process  # noqa: E402
-from diffusion.timesteps import TIMESTEP_SAMPLERS, ImportanceSampler, UniformSampler  # noqa: E402
+from diffusion.process import ve_process, vp_process  # noqa: E402
+from diffusion.timesteps import TIMESTEP_SAMPLERS, ImportanceSampler, LogNormalSampler, UniformSampler  # noqa: E402
 from diffusion.training import EMA, training_step, warmup_lr  # noqa: E402
 
 F64 = torch.float64
@@ -35,7 +35,44 @@ def test_uniform_sampler():
     t, w = s.sample(500, generator=torch.Generator().manual_seed(0))
     assert t.dtype == torch.long and t.min() >= 0 and t.max() <= 6 and len(set(t.tolist())) == 7
     assert w.dtype == torch.float32 and bool((w == 1).all())
-    assert set(TIMESTEP_SAMPLERS) == {"uniform", "importance"}
+    assert set(TIMESTEP_SAMPLERS) == {"uniform", "importance", "lognormal"}
+
+
+def test_lognormal_maps_log_sigma_to_the_nearest_t():
+    """EDM's ln(sigma/alpha) ~ N(P_mean, P_std^2) on a discrete process: a value on the grid maps
+    to its own t, a value between two levels to the nearer (in t, by interpolation), values
+    beyond the range to the first or last t; weights are 1 (no reweighting)."""
+    process = vp_process("cosine", 200)
+    s = LogNormalSampler(process)
+    grid = -0.5 * process.log_snr.double()
+    assert s.to_t(grid).tolist() == list(range(200))
+    between = grid[:-1] + torch.tensor([0.3, 0.7]).double().repeat(100)[:199] * grid.diff()
+    assert s.to_t(between).tolist() == [k + (f > 0.5) for k, f in zip(range(199), [0.3, 0.7] * 100)]
+    assert s.to_t(torch.tensor([-50.0, 50.0], dtype=F64)).tolist() == [0, 199]
+    t, w = s.sample(1000, generator=torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and w.dtype == torch.float32 and bool((w == 1).all())
+
+
+@pytest.mark.parametrize("process", [vp_process("linear", 1000), ve_process(1000, 0.002, 80.0)],
+                         ids=["vp_linear", "ve_edm_range"])
+def test_lognormal_draws_follow_its_probabilities(process):
+    """The empirical distribution of t matches probabilities() (the normal mass between the
+    midpoints that round to each t; mass beyond the range on the ends); where the process spans
+    EDM's distribution (VE, sigma 0.002..80) the drawn ln(sigma/alpha) have its mean and std."""
+    s = LogNormalSampler(process, mean=-1.2, std=1.2)
+    p = s.probabilities()
+    assert p.dtype == F64 and p.sum().item() == pytest.approx(1.0, abs=1e-12) and bool((p >= 0).all())
+    n = 400_000
+    t, _ = s.sample(n, generator=torch.Generator().manual_seed(1))
+    counts = torch.bincount(t, minlength=process.T).double()
+    assert (counts / n - p).abs().max().item() < 5 * math.sqrt(p.max().item() / n)
+    if process.kind == "ve":
+        log_s = (-0.5 * process.log_snr.double())[t]
+        assert log_s.mean().item() == pytest.approx(-1.2, abs=0.01)
+        assert log_s.std().item() == pytest.approx(1.2, abs=0.01)
+    else:  # VP linear starts at ln(sigma/alpha) = -4.6: t = 0 takes the mass below its upper midpoint
+        midpoint = (s.log_s[0] + s.log_s[1]).item() / 2
+        assert p[0].item() == pytest.approx(0.5 * (1 + math.erf((midpoint + 1.2) / (1.2 * math.sqrt(2)))), rel=1e-9)
 
 
 def test_importance_uniform_until_history_filled():
