@@ -424,9 +424,9 @@ def edm_lines(params, results, table2):
         if diff is None:
             lines.append(f"- {before} -> {after}: a row has no finished cell: nothing to compare")
             continue
-        ours = "lower" if diff["high"] < 0 else "higher" if diff["low"] > 0 else None
         theirs = "lower" if paper < 0 else "higher"
-        verdict = "unresolved" if ours is None else "holds" if ours == theirs else "reversed"
+        # _verdict reads a difference as worse minus better: the paper's worse row is `after` when it rose
+        verdict = _verdict(diff if paper > 0 else {"low": -diff["high"], "high": -diff["low"]})
         lines.append(f"- {before} -> {after}: paper {table2[(before, column)]:.2f} -> {table2[(after, column)]:.2f} "
                      f"({paper:+.2f}, {theirs}, {abs(paper) / table2[(before, column)]:.0%}); ours {after} minus "
                      f"{before} {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {diff['n'][1]} vs "
