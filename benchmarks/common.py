@@ -43,8 +43,8 @@ def write(name, record):
 
 
 def import_diffusers():
-    """diffusers imports torchvision; install the project's op shim first (pipeline/fidelity.py)."""
-    from pipeline.fidelity import install_torchvision_op_shim
+    """diffusers imports torchvision; install the project's op shim first (pipeline/metrics/torchvision_ops.py)."""
+    from pipeline.metrics.torchvision_ops import install_torchvision_op_shim
 
     install_torchvision_op_shim()
     import diffusers

@@ -11,7 +11,9 @@ import torch
 
 from common import write
 from pipeline.data import load_digits
-from pipeline.fidelity import compute_metrics, import_torch_fidelity, save_classifier, train_classifier
+from pipeline.metrics.classifier import save_classifier, train_classifier
+from pipeline.metrics.extractor import import_torch_fidelity
+from pipeline.metrics.fidelity import compute_metrics
 
 
 def random_inception_weights(path):
@@ -46,7 +48,7 @@ def main():
         ours = time.perf_counter() - start
         rgb = lambda x: torch.nn.functional.interpolate(x.float(), size=32).round().to(torch.uint8).repeat(1, 3, 1, 1)
         random_inception_weights(Path(tmp) / "inception.pth")
-        from pipeline.fidelity import UInt8ImageDataset
+        from pipeline.metrics.fidelity import UInt8ImageDataset
 
         start = time.perf_counter()
         ref = tf.calculate_metrics(input1=UInt8ImageDataset(rgb(fake)), input2=UInt8ImageDataset(rgb(images)),

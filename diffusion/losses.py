@@ -33,16 +33,17 @@ import math
 import torch
 from torch import nn
 
-from .denoiser import Denoiser, LEARNED_SIGMAS
+from .denoiser import LEARNED_SIGMAS, SIGMAS, Denoiser
 from .process import append_dims
-from .parameterizations import SIGMA_DATA
+from .parameterizations import SIGMA_DATA, get_parameterization
 from .weightings import (ADAPTIVE_WEIGHTINGS, MSE_WEIGHTINGS, WEIGHTINGS, reverse_variance_table,
                          vlb_weight, weight_table)
 
 __all__ = [
     "normal_kl", "standard_normal_cdf", "tanh_normal_cdf", "NORMAL_CDFS",
     "discretized_gaussian_log_likelihood",
-    "gaussian_log_likelihood", "vlb_term", "AdaptiveHead", "Objective", "mean_flat",
+    "gaussian_log_likelihood", "vlb_term", "AdaptiveHead", "Objective", "WeightedMSE", "VLB", "Uncertainty",
+    "mean_flat",
 ]
 
 LN2 = math.log(2.0)
@@ -133,60 +134,50 @@ class AdaptiveHead(nn.Module):
 
 class Objective(nn.Module):
     """Per-example training loss for one grid cell; `forward(net, x0, t, eps)` returns a dict
-    with `loss` [B] (what is minimized) and `mse_eps` [B] (|eps - eps_hat|^2, for logging);
-    `uncertainty` adds `sigma_phi2` (the learned variance) and `seed_sigma_phi2` (seed 004's
-    predicted optimum s^2 + (mu_theta - x0)^2), per-example means over pixels.
+    with `loss` [B] (what is minimized) and `mse_eps` [B] (|eps - eps_hat|^2, for logging).
 
-    Holds parameters only for `adaptive` / `lambda_learned` (the u(t) head): optimize them
-    with the network.
+    `Objective(process, parameterization, weighting, Sigma, ...)` builds the class of the
+    weighting's kind, one small class each: `WeightedMSE` (an MSE weighting, the adaptive
+    ones, and the hybrid term of a learned Sigma), `VLB` (the bound's per-t terms) and
+    `Uncertainty` (seed 004's Gaussian NLL). Each holds parameters only for the `adaptive` /
+    `lambda_learned` head: optimize them with the network.
     """
+
+    def __new__(cls, process, parameterization, weighting, *args, **kwargs):
+        if cls is Objective:
+            if weighting not in WEIGHTINGS:
+                raise ValueError(f"unknown weighting {weighting!r}; choose from {sorted(WEIGHTINGS)}")
+            cls = Uncertainty if weighting == "uncertainty" else VLB if weighting == "vlb" else WeightedMSE
+        return super().__new__(cls)
 
     def __init__(self, process, parameterization, weighting, sigma="fixed_large",
                  weighting_space="eps", gamma=5.0, levels=None, vlb_scale="ddpm",
                  hybrid_lambda=1e-3, normalize=False, sigma_data=SIGMA_DATA, decoder_cdf="erf"):
         super().__init__()
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r}; choose from {sorted(WEIGHTINGS)}")
         if weighting_space not in ("eps", "target"):
             raise ValueError("weighting_space must be 'eps' or 'target'")
         if vlb_scale not in ("ddpm", "rescaled"):
             raise ValueError("vlb_scale must be 'ddpm' or 'rescaled'")
         if decoder_cdf not in NORMAL_CDFS:
             raise ValueError(f"decoder_cdf must be one of {sorted(NORMAL_CDFS)}")
+        if sigma not in SIGMAS:
+            raise ValueError(f"unknown Sigma {sigma!r}; choose from {sorted(SIGMAS)}")
+        if weighting == "uncertainty" and sigma in LEARNED_SIGMAS:
+            raise ValueError("the uncertainty model needs a fixed Sigma (both use extra channels)")
         self.process = process
         self.parameterization, self.weighting, self.sigma = parameterization, weighting, sigma
         self.levels, self.hybrid_lambda, self.decoder_cdf = levels, hybrid_lambda, decoder_cdf
         self.vlb_factor = 1.0 if vlb_scale == "ddpm" else float(process.T)
         self.uncertainty, self.sigma_data = weighting == "uncertainty", sigma_data
-        probe = self.denoiser(nn.Identity())
-        self.param = probe.param
-        k2 = self.param.scale(process) ** 2
-        if self.uncertainty:
-            factor = torch.ones_like(k2)  # the NLL is computed in forward()
-            self.register_buffer("s2", torch.exp(-process.log_snr), persistent=False)
-        elif weighting in MSE_WEIGHTINGS or weighting in ADAPTIVE_WEIGHTINGS:
-            w = weight_table(weighting, process, self.param, gamma, sigma_data=sigma_data)
-            if normalize:
-                w = w / w.mean()
-            if weighting == "native":  # the target's plain MSE (over E_t[k^2] if normalized)
-                factor = w / k2
-            else:
-                factor = w / k2 if weighting_space == "eps" else w
-        elif sigma in LEARNED_SIGMAS:  # vlb with a learned Sigma: the full KL (vlb_term)
-            factor = torch.zeros_like(k2)
-        else:  # vlb under a fixed Sigma: the KL's quadratic coefficient plus its constant
-            factor = vlb_weight(process, sigma) / k2
-            s2 = reverse_variance_table(process, sigma)
-            log_q = process.log_beta_tilde_clipped
-            kl_const = 0.5 * (s2.log() - log_q + log_q.exp() / s2 - 1) / LN2
-            self.register_buffer("kl_const", kl_const, persistent=False)
-        self.register_buffer("factor", factor, persistent=False)
-        self.register_buffer("k2", k2, persistent=False)
-        self.adaptive = AdaptiveHead(process) if weighting in ADAPTIVE_WEIGHTINGS else None
+        self.param = get_parameterization(parameterization, process, sigma_data)
+        self.register_buffer("k2", self.param.scale(process) ** 2, persistent=False)
 
     def denoiser(self, net, **kwargs):
         return Denoiser(net, self.parameterization, self.process, self.sigma,
                         uncertainty=self.uncertainty, sigma_data=self.sigma_data, **kwargs)
+
+    def _vlb_term(self, denoiser, x0, x_t, t, pred, detach_mean=False):
+        return vlb_term(denoiser, x0, x_t, t, pred, self.levels, detach_mean=detach_mean, cdf=self.decoder_cdf)
 
     def forward(self, net, x0, t, eps):
         denoiser = self.denoiser(net)
@@ -196,28 +187,79 @@ class Objective(nn.Module):
         target = self.param.target(x0, eps, x_t, c)
         err = mean_flat((pred.out - target) ** 2)  # the parameterization's own MSE
         mse_eps = err / self.k2[t].to(err.dtype)
-        if self.uncertainty:  # seed 004's Gaussian NLL (module docstring)
-            s2 = append_dims(self.s2[t].to(err.dtype), x0.ndim)
-            r, e2 = pred.log_ratio, (pred.eps - eps) ** 2
-            nll = 0.5 * (s2.log() + r + (1 + e2) * torch.exp(-r) + math.log(2 * math.pi))
-            return {"loss": mean_flat(nll), "mse_eps": mse_eps.detach(),
-                    "sigma_phi2": mean_flat(s2 * torch.exp(r)).detach(),
-                    "seed_sigma_phi2": mean_flat(s2 * (1 + e2)).detach()}
-        if self.weighting == "vlb":
-            term = vlb_term(denoiser, x0, x_t, t, pred, self.levels, cdf=self.decoder_cdf)
-            if not denoiser.learned_sigma:
-                kl = self.factor[t].to(err.dtype) * err + self.kl_const[t].to(err.dtype)
-                term = torch.where(t == 0, term, kl)
-            loss = self.vlb_factor * term
-        else:
-            loss = self.factor[t].to(err.dtype) * err
-            if self.adaptive is not None:
-                u = self.adaptive(t)
-                loss = loss / torch.exp(u) + u
-            if denoiser.learned_sigma:
-                vb = vlb_term(denoiser, x0, x_t, t, pred, self.levels, detach_mean=True, cdf=self.decoder_cdf)
-                loss = loss + self.hybrid_lambda * self.process.T * vb
-        return {"loss": loss, "mse_eps": mse_eps.detach()}
+        return {**self.loss(denoiser, x0, x_t, t, eps, pred, err), "mse_eps": mse_eps.detach()}
+
+    def loss(self, denoiser, x0, x_t, t, eps, pred, err):
+        """{"loss": [B], ...} from the prediction and its own MSE `err`."""
+        raise NotImplementedError
+
+
+class WeightedMSE(Objective):
+    """w(t) on the eps MSE, applied in the parameterization's output space (module docstring);
+    the adaptive weightings learn u(t) on top (err w / e^u + u); a learned Sigma adds the
+    hybrid term lambda T L_t with the mean detached."""
+
+    def __init__(self, process, parameterization, weighting, sigma="fixed_large", weighting_space="eps",
+                 gamma=5.0, normalize=False, sigma_data=SIGMA_DATA, **kwargs):
+        super().__init__(process, parameterization, weighting, sigma, weighting_space=weighting_space,
+                         gamma=gamma, normalize=normalize, sigma_data=sigma_data, **kwargs)
+        w = weight_table(weighting, process, self.param, gamma, sigma_data=sigma_data)
+        if normalize:
+            w = w / w.mean()
+        # native: the target's plain MSE (over E_t[k^2] if normalized); target space: w itself
+        factor = w if weighting_space == "target" and weighting != "native" else w / self.k2
+        self.register_buffer("factor", factor, persistent=False)
+        self.adaptive = AdaptiveHead(process) if weighting in ADAPTIVE_WEIGHTINGS else None
+
+    def loss(self, denoiser, x0, x_t, t, eps, pred, err):
+        loss = self.factor[t].to(err.dtype) * err
+        if self.adaptive is not None:
+            u = self.adaptive(t)
+            loss = loss / torch.exp(u) + u
+        if denoiser.learned_sigma:
+            loss = loss + self.hybrid_lambda * self.process.T * self._vlb_term(denoiser, x0, x_t, t, pred,
+                                                                               detach_mean=True)
+        return {"loss": loss}
+
+
+class VLB(Objective):
+    """The bound's per-t term L_{t-1} (bits/dim, times T when rescaled), the decoder at t = 0.
+    Under a fixed Sigma the KL for t >= 1 is its quadratic coefficient times the MSE plus the
+    KL's model-independent constant (exact, no division by alpha); a learned Sigma takes the
+    full KL."""
+
+    def __init__(self, process, parameterization, weighting, sigma="fixed_large", **kwargs):
+        super().__init__(process, parameterization, weighting, sigma, **kwargs)
+        if sigma not in LEARNED_SIGMAS:
+            s2 = reverse_variance_table(process, sigma)
+            log_q = process.log_beta_tilde_clipped
+            self.register_buffer("factor", vlb_weight(process, sigma) / self.k2, persistent=False)
+            self.register_buffer("kl_const", 0.5 * (s2.log() - log_q + log_q.exp() / s2 - 1) / LN2,
+                                 persistent=False)
+
+    def loss(self, denoiser, x0, x_t, t, eps, pred, err):
+        term = self._vlb_term(denoiser, x0, x_t, t, pred)
+        if not denoiser.learned_sigma:
+            kl = self.factor[t].to(err.dtype) * err + self.kl_const[t].to(err.dtype)
+            term = torch.where(t == 0, term, kl)
+        return {"loss": self.vlb_factor * term}
+
+
+class Uncertainty(Objective):
+    """Seed 004's Gaussian NLL of x0 (module docstring), with the learned variance
+    `sigma_phi2` and the seed's predicted optimum `seed_sigma_phi2` = s^2 + (mu_theta - x0)^2,
+    per-example means over pixels."""
+
+    def __init__(self, process, parameterization, weighting, sigma="fixed_large", **kwargs):
+        super().__init__(process, parameterization, weighting, sigma, **kwargs)
+        self.register_buffer("s2", torch.exp(-process.log_snr), persistent=False)
+
+    def loss(self, denoiser, x0, x_t, t, eps, pred, err):
+        s2 = append_dims(self.s2[t].to(err.dtype), x0.ndim)
+        r, e2 = pred.log_ratio, (pred.eps - eps) ** 2
+        nll = 0.5 * (s2.log() + r + (1 + e2) * torch.exp(-r) + math.log(2 * math.pi))
+        return {"loss": mean_flat(nll), "sigma_phi2": mean_flat(s2 * torch.exp(r)).detach(),
+                "seed_sigma_phi2": mean_flat(s2 * (1 + e2)).detach()}
 
 
 def output_channels(data_channels, sigma, weighting=None):

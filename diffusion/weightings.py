@@ -40,55 +40,62 @@ Every table is computed from log-SNR or log(sigma) so both ends of the cosine sc
 finite (1/sigma^4 is large at t = 0, never infinite: sigma[0] > 0).
 """
 
-import inspect
+import dataclasses
 import math
 
 import torch
 
 from .parameterizations import SIGMA_DATA, Parameterization
 
-__all__ = ["WEIGHTINGS", "MSE_WEIGHTINGS", "ADAPTIVE_WEIGHTINGS", "weight_table",
+__all__ = ["WEIGHTINGS", "MSE_WEIGHTINGS", "ADAPTIVE_WEIGHTINGS", "WeightingOptions", "weight_table",
            "reverse_variance_table"]
 
 
-def _native(process, param, gamma, **kw):
+@dataclasses.dataclass(frozen=True)
+class WeightingOptions:
+    """The weightings' settings, bound once: every weight is fn(process, param, options)."""
+    gamma: float = 5.0                # min_snr's clip (Hang et al. 2023)
+    sigma_data: float = SIGMA_DATA    # edm's data std (Karras et al. 2022)
+
+
+def _native(process, param, options):
     return param.scale(process) ** 2
 
 
-def _eps(process, param, gamma, **kw):
+def _eps(process, param, options):
     return process.alpha.new_ones(process.T)
 
 
-def _snr(process, param, gamma, **kw):
+def _snr(process, param, options):
     return process.log_snr.exp()
 
 
-def _min_snr(process, param, gamma, **kw):
-    return torch.exp(-process.log_snr).mul(gamma).clamp(max=1.0)
+def _min_snr(process, param, options):
+    return torch.exp(-process.log_snr).mul(options.gamma).clamp(max=1.0)
 
 
-def _trunc_snr(process, param, gamma, **kw):
+def _trunc_snr(process, param, options):
     return torch.exp(-process.log_snr).clamp(min=1.0)
 
 
-def _lambda_sigma2(process, param, gamma, **kw):
+def _lambda_sigma2(process, param, options):
     """Song & Ermon 2019's lambda = sigma^2 (seed 002): w = 1."""
     return process.alpha.new_ones(process.T)
 
 
-def _lambda_one(process, param, gamma, **kw):
+def _lambda_one(process, param, options):
     """Seed 002's lambda = 1 on the score MSE: w = 1/sigma^2 (emphasizes small noise)."""
     return torch.exp(-2 * process.sigma.log())
 
 
-def _lambda_inv_sigma2(process, param, gamma, **kw):
+def _lambda_inv_sigma2(process, param, options):
     """Seed 002's lambda = 1/sigma^2 on the score MSE: w = 1/sigma^4."""
     return torch.exp(-4 * process.sigma.log())
 
 
-def _edm(process, param, gamma, sigma_data=SIGMA_DATA, **kw):
+def _edm(process, param, options):
     """Karras et al. 2022, Table 1: lambda(s) s^2 = (s^2 + sd^2)/sd^2, s^2 = exp(-log_snr)."""
-    return (torch.exp(-process.log_snr) + sigma_data**2) / sigma_data**2
+    return (torch.exp(-process.log_snr) + options.sigma_data**2) / options.sigma_data**2
 
 
 MSE_WEIGHTINGS = {
@@ -130,15 +137,13 @@ def weight_table(name, process, param: Parameterization, gamma=5.0, sigma="fixed
     """w(t) for t = 0..T-1 in eps-space (float64). For `vlb` the t = 0 entry is the quadratic
     coefficient of a Gaussian decoder; `adaptive` and `lambda_learned` report their base
     weight (1 and 1/sigma^2) and `uncertainty` its weight when sigma_phi^2 = s^2 (w = 1)."""
+    options = WeightingOptions(gamma, sigma_data)
     if name in MSE_WEIGHTINGS:
-        fn = MSE_WEIGHTINGS[name]
-        # A weighting is fn(process, param, gamma); one that needs sigma_data (edm) names it.
-        extra = {"sigma_data": sigma_data} if "sigma_data" in inspect.signature(fn).parameters else {}
-        return fn(process, param, gamma, **extra)
+        return MSE_WEIGHTINGS[name](process, param, options)
     if name == "vlb":
         return vlb_weight(process, sigma if sigma.startswith("fixed") else "fixed_small")
     if name in ADAPTIVE_WEIGHTINGS:
-        return ADAPTIVE_WEIGHTINGS[name](process, param, gamma)
+        return ADAPTIVE_WEIGHTINGS[name](process, param, options)
     if name == "uncertainty":
-        return _eps(process, param, gamma)
+        return _eps(process, param, options)
     raise ValueError(f"unknown weighting {name!r}; choose from {sorted(WEIGHTINGS)}")

@@ -1,3 +1,4 @@
+# Long: the stage table and both of its renderings (Snakemake's rule parts, dvc.yaml) in one place.
 """The stage table: the one description of the experiment DAG. The Snakefile builds its rules
 from it and `python -m pipeline.dag` writes dvc.yaml from it (tests/test_dag.py fails when the
 committed dvc.yaml is not what it writes), so both tools run the same commands on the same
@@ -91,7 +92,7 @@ PLOTS = {"fid_heatmap": ("fid_heatmap", "Grid"), "fid_spread": ("fid_spread", "G
          "loss_profile": ("loss_profile", "Training"), "samples": ("samples_panel", "Grid"),
          "uncertainty": ("uncertainty", "Training"), "fid_by_step": ("fid_by_step", "Training")}
 
-# The published tables aggregate sets ours beside (pipeline/papers.py), as transcribed in papers/.
+# The published tables aggregate sets ours beside (pipeline/report/papers.py), as transcribed in papers/.
 PAPER_TABLES = {"ddpm_table1": "papers/ddpm_2006.11239_table1_nll.csv",
                 "ddpm_table2": "papers/ddpm_2006.11239_table2.csv",
                 "min_snr_table1": "papers/minsnr_2303.09556_table1_unet.csv",

@@ -116,7 +116,7 @@ def _download_cifar10(root, train):
     """torchvision's CIFAR10 (downloads once into root); a stalled network times out."""
     import socket
 
-    from .fidelity import install_torchvision_op_shim
+    from .metrics.torchvision_ops import install_torchvision_op_shim
 
     install_torchvision_op_shim()
     from torchvision import datasets

@@ -9,8 +9,9 @@ marker, so the DAG is the same for every data set."""
 import argparse
 import time
 
-from . import inception, provenance
+from . import provenance
 from .io import add_threads_argument, load_torch, run_stage, save_json, save_torch, set_threads
+from .metrics import inception
 from .params import load_or_exit
 
 
@@ -51,7 +52,7 @@ def main(argv=None):
         save_json({**result, **written(made_by, args.out)}, args.metrics)
         print(f"evaluator: {inception.NAME} weights from {result['weights_source']}")
         return
-    from .fidelity import classifier_accuracy, save_classifier, train_classifier
+    from .metrics.classifier import classifier_accuracy, save_classifier, train_classifier
 
     e = params.evaluator
     num_classes = int(train["labels"].max()) + 1

@@ -1,3 +1,4 @@
+# Long: the whole params schema and its cross-key checks, loaded and validated in one place.
 """params.yaml's schema (frozen pydantic dataclasses; their defaults are the default experiment)
 and the checks across keys, run once before any compute. Every mistake is reported at once, one
 `<key path>: <what is wrong>` line each: the schema's (unknown or missing key, wrong type, a bound)

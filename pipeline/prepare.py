@@ -4,9 +4,9 @@ first makes sure their weights are at hand, so a run that could not be scored fa
 
 import argparse
 
-from . import inception
 from .data import load_dataset, split
 from .io import run_stage, save_torch
+from .metrics import inception
 from .params import load_or_exit
 
 

@@ -23,29 +23,58 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # prepare imports inception only to fail early when Inception weights are missing: a check
 # that writes nothing, so its edits need not redo the data split and all that follows.
-NOT_CODE = {("prepare", "inception")}
+NOT_CODE = {("prepare", "metrics.inception")}
+
+
+def module_path(name):
+    """The repository path of pipeline module `name`, dotted below pipeline ("io",
+    "metrics.fidelity")."""
+    return f"pipeline/{name.replace('.', '/')}.py"
+
+
+def _module(parts):
+    """The pipeline module that `parts` (a dotted name below pipeline, split) names, or None
+    for a package (its __init__.py holds only a docstring: no code) or nothing."""
+    name = ".".join(parts)
+    return name if parts and (ROOT / module_path(name)).is_file() else None
 
 
 def _imports(name, module_level_only):
-    """(pipeline modules, whether diffusion is imported) by pipeline/<name>.py."""
-    tree = ast.parse((ROOT / "pipeline" / f"{name}.py").read_text())
+    """(pipeline modules, whether diffusion is imported) by pipeline module `name`: relative
+    imports at any depth (`from . import x`, `from .metrics.fidelity import f`, `from ..io
+    import g`) and absolute ones of pipeline."""
+    tree = ast.parse((ROOT / module_path(name)).read_text())
+    package = name.split(".")[:-1]
     nodes = tree.body if module_level_only else list(ast.walk(tree))
     modules, diffusion = set(), False
     for node in nodes:
-        if isinstance(node, ast.ImportFrom) and node.level == 1:  # from .x import ... / from . import x
-            modules |= {node.module} if node.module else {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            diffusion |= node.module.split(".")[0] == "diffusion"
+        if isinstance(node, ast.ImportFrom):
+            dotted = node.module.split(".") if node.module else []
+            if node.level:
+                if node.level - 1 > len(package):
+                    continue
+                base = package[:len(package) - node.level + 1] + dotted
+            elif dotted[0] == "pipeline":
+                base = dotted[1:]
+            else:
+                diffusion |= dotted[0] == "diffusion"
+                continue
+            # each name is a submodule (`from .metrics import stats`) or defined in `base`
+            modules |= {_module([*base, alias.name]) or _module(base) for alias in node.names}
         elif isinstance(node, ast.Import):
-            diffusion |= any(a.name.split(".")[0] == "diffusion" for a in node.names)
-    return {m for m in modules if (ROOT / "pipeline" / f"{m}.py").is_file()}, diffusion
+            for alias in node.names:
+                dotted = alias.name.split(".")
+                diffusion |= dotted[0] == "diffusion"
+                if dotted[0] == "pipeline":
+                    modules.add(_module(dotted[1:]))
+    return modules - {None}, diffusion
 
 
 def stage_modules(stage):
     """The pipeline modules whose code runs in `stage`: everything imported at module level,
-    transitively, and the stage's own imports inside its functions; and whether any of them
-    (params.py aside, which imports the library's registries only to validate names) uses
-    the diffusion library."""
+    transitively (into pipeline.metrics and pipeline.report too), and the stage's own imports
+    inside its functions; and whether any of them (params.py aside, which imports the
+    library's registries only to validate names) uses the diffusion library."""
     seen, todo = set(), [stage]
     while todo:
         name = todo.pop()
@@ -61,7 +90,7 @@ def stage_code(stage):
     """The code inputs of `stage` as repository paths, sorted: its pipeline modules and, when
     it uses the library, every file of diffusion/. Both tools declare exactly these."""
     modules, uses_diffusion = stage_modules(stage)
-    files = [f"pipeline/{m}.py" for m in sorted(modules)]
+    files = sorted(module_path(m) for m in modules)
     if uses_diffusion:
         files += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "diffusion").rglob("*.py"))
     return files

@@ -7,7 +7,7 @@ Rows: `heldout` (real images the model never saw: the floor against the training
 `train` (training images: the floor against the held-out set, and what a model that
 copies its training data scores against the training set) and `noise` (uniform noise:
 the ceiling). At the matched n every set is scored on random n-subsets of its images
-(pipeline.stats.matched); the held-out set is used whole when n is its size.
+(pipeline.metrics.stats.matched); the held-out set is used whole when n is its size.
 On 2-D point data the rows are distances (sliced Wasserstein, MMD^2) to the training points,
 the ceiling is uniform noise over the data's bounding box, and the cache folder holds only a
 note.
@@ -19,39 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import accel, provenance, stats
-from .data import to_model
-from .fidelity import (cached_reference_features, compute_metrics, extract_features, extractor_settings,
-                       fid_from_statistics, fid_statistics, precompute_reference)
-from .io import StageError, add_threads_argument, load_torch, run_stage, save_json, set_threads
-
-
-def matched_n(params, n_heldout):
-    """Images per set when sets are compared at equal n (FID falls as n grows): the held-out
-    set's size, or fewer samples if there are fewer, unless metrics.matched_n says."""
-    n = params.metrics.matched_n or min(n_heldout, params.sample.num_samples)
-    if n > n_heldout:
-        raise StageError(f"metrics.matched_n: {n} is larger than the held-out set ({n_heldout} images)")
-    return n
-
-
-def fid_at_n(features, reference_stats, n, params, rng):
-    """FID (torch-fidelity, on cached features) of random n-subsets of a set, as a flat dict."""
-    m = params.metrics
-    score = lambda idx: fid_from_statistics(fid_statistics(features[idx]), reference_stats)
-    return stats.matched(score, len(features), n, m.draws, m.resamples, rng)
-
-
-def flat(prefix, matched):
-    """A stats.matched result as JSON keys: value, sd, how the sd was measured, draws."""
-    return {prefix: matched["value"], f"{prefix}_sd": matched["sd"],
-            f"{prefix}_spread": matched["spread"], f"{prefix}_draws": matched["draws"]}
-
-
-def flat_images(images, levels):
-    """uint8 images -> [N, D] float64 in the models' [-1, 1] space (for pixel distances)."""
-    return to_model(images, levels).flatten(1).double().numpy()
-from .distances import point_metrics
+from . import accel, provenance
+from .io import add_threads_argument, load_torch, run_stage, save_json, set_threads
+from .metrics import stats
+from .metrics.distances import point_metrics
+from .metrics.fidelity import (cached_reference_features, compute_metrics, extract_features, extractor_settings,
+                               fid_statistics, precompute_reference)
+from .metrics.matched import fid_at_n, flat, flat_images, matched_n
 from .params import load_or_exit
 
 

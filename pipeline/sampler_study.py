@@ -13,11 +13,11 @@ import time
 from diffusion.samplers import steps_for_nfe
 
 from . import accel, provenance
-from .evaluate import sample_metrics, scoring_arguments, scoring_inputs
-from .fidelity import extractor_settings
 from .io import add_threads_argument, load_torch, run_stage, save_json, set_threads
+from .metrics.fidelity import extractor_settings
+from .metrics.scoring import sample_metrics, scoring_arguments, scoring_inputs
 from .params import load_or_exit
-from .sample import draw_samples
+from .sampling import draw_samples
 
 
 def main(argv=None):

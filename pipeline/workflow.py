@@ -1,3 +1,4 @@
+# Long: all of the Snakefile's glue (listed below), so that the Snakefile holds only rules.
 """What the Snakefile does besides declaring rules, kept here so that it stays readable:
 
 - `effective_params`: the params Snakemake plans with, which the stages must read too.

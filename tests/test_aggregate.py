@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from pipeline import aggregate, papers
+from pipeline.report import papers, tables
+from pipeline.report.summary import METRICS, collect, summarize
 from pipeline.params import load
 
-METRIC_KEYS = [m for m in aggregate.METRICS]
+METRIC_KEYS = [m for m in METRICS]
 PAPER = papers.ddpm_table2(ROOT / "papers" / "ddpm_2006.11239_table2.csv")
 
 
@@ -68,8 +69,8 @@ def test_the_papers_table_is_read_from_its_csv(tmp_path):
 
 def test_replicates_are_one_row_with_n_and_a_diverged_seed_is_named(params):
     results = fake_results(params, paper_like, diverged={"mu-vlb-s1"})
-    summary = aggregate.summarize(params, results)
-    table = aggregate.wide_table(params, results, summary, fake_reference(), PAPER)
+    summary = summarize(params, results)
+    table = tables.wide_table(params, results, summary, fake_reference(), PAPER)
     rows = table.set_index("cell")
     assert len(table) == len(params.replicate_groups()) + 3
     assert "eps-eps-s1" not in rows.index
@@ -79,14 +80,14 @@ def test_replicates_are_one_row_with_n_and_a_diverged_seed_is_named(params):
     assert "±" not in rows.loc["mu-vlb", "FID train"]
     assert rows.loc["x0-eps", "ΔFID train"].endswith("*")  # 10 vs ~1.6: clearly worse
     assert "(sd 0.050 boot)" in rows.loc["held-out images (floor vs train)", "FID@n train"]
-    long = aggregate.collect(params, {c: {**r, "step": r["step"]} for c, r in results.items()})
+    long = collect(params, {c: {**r, "step": r["step"]} for c, r in results.items()})
     assert set(long.cell) == set(params.cells) and set(long.against) == {"", "train", "heldout"}
-    assert aggregate.to_latex(table).count(r"\\") == len(table) + 1
+    assert tables.to_latex(table).count(r"\\") == len(table) + 1
 
 
 def test_a_grid_in_the_paper_order_agrees_with_the_paper(params):
     results = fake_results(params, paper_like)
-    summary = aggregate.summarize(params, results)
+    summary = summarize(params, results)
     lines = "\n".join(papers.ddpm_agreement(params, results, summary, PAPER))
     # eps-eps (3 seeds) stands for the paper's eps row; eps-native is not counted twice.
     assert "eps-native" not in lines.split("Rows the paper")[0]
@@ -97,20 +98,20 @@ def test_a_grid_in_the_paper_order_agrees_with_the_paper(params):
 
 def test_orderings_within_the_noise_are_unresolved(params):
     results = fake_results(params, paper_like, noise=0.2)  # mu-vlb vs eps-vlb differ by 0.15
-    lines = "\n".join(papers.ddpm_agreement(params, results, aggregate.summarize(params, results), PAPER))
+    lines = "\n".join(papers.ddpm_agreement(params, results, summarize(params, results), PAPER))
     assert "paper mu-vlb (13.22) < eps-vlb (13.51)" in lines
     assert next(l for l in lines.splitlines() if "mu-vlb (13.22) < eps-vlb" in l).endswith("unresolved")
 
 
 def test_a_reversed_grid_is_reported_as_reversed(params):
     results = fake_results(params, lambda cell: 100 - paper_like(cell))
-    lines = "\n".join(papers.ddpm_agreement(params, results, aggregate.summarize(params, results), PAPER))
+    lines = "\n".join(papers.ddpm_agreement(params, results, summarize(params, results), PAPER))
     assert "0 of 6 orderings hold, 6 reversed" in lines and "rows that map: -1.00" in lines
 
 
 def test_summary_difference_and_interval(params):
     results = fake_results(params, paper_like)
-    summary = aggregate.summarize(params, results)
+    summary = summarize(params, results)
     fid = summary[summary.metric == "fid"].set_index("group")
     assert pd.isna(fid.loc["eps-eps", "diff"])  # the baseline is not compared with itself
     row = fid.loc["mu-vlb"]

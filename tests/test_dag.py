@@ -3,8 +3,10 @@
 commands with the same outputs, and count one training job per cell of params.yaml and one
 sampler-study job per (cell, sampler, NFE) of its `sampler_study` section. Every module a
 stage imports is one of its inputs in both tools, so a code edit reruns the stages it can
-change, and no stage imports the table, so a DAG edit alone reruns nothing."""
+change, and no stage imports the table, so a DAG edit alone reruns nothing; a stage imports
+helpers, never another stage."""
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import yaml
 
 from conftest import ROOT, make_project, run, tool
 from pipeline import dag
-from pipeline.provenance import stage_modules
+from pipeline.provenance import module_path, stage_modules
 
 LOG_REDIRECT = re.compile(r"\s+2>\s*\S+\s*$")
 
@@ -101,7 +103,7 @@ def test_every_imported_module_is_an_input(snakemake_jobs, dvc_stages):
         if stage is None:
             continue
         modules, uses_diffusion = stage_modules(stage.group(1))
-        expected = {f"pipeline/{m}.py" for m in modules}
+        expected = {module_path(m) for m in modules}
         declared_sm = {i for i in job["inputs"] if i.startswith("pipeline/")}
         declared_dvc = {d for d in dvc_stages[cmd]["deps"] if d.startswith("pipeline/")}
         assert declared_sm == expected, (job["rule"], sorted(expected ^ declared_sm))
@@ -138,6 +140,27 @@ def test_check_mode_names_a_stale_file(tmp_path):
 def test_no_stage_imports_the_stage_table():
     for stage in dag.STAGES:
         assert "dag" not in stage_modules(stage.command_module)[0], stage.name
+
+
+def test_no_stage_imports_another_stage():
+    """Stages are thin mains over helpers (validate's main is the params helper's own)."""
+    mains = {stage.command_module for stage in dag.STAGES if stage.module is None}
+    for main in mains:
+        assert stage_modules(main)[0] & mains == {main}, main
+
+
+def test_imports_are_followed_into_the_packages():
+    """`from .report.summary import`, then `from ..metrics import stats` inside it: both count."""
+    modules = stage_modules("aggregate")[0]
+    assert {"report.summary", "report.tables", "report.papers", "metrics.stats", "provenance"} <= modules
+    assert "metrics.torchvision_ops" in stage_modules("evaluate")[0]  # via metrics.fidelity, .extractor
+
+
+def test_package_inits_hold_no_code():
+    """A package's __init__.py runs before its modules but is no code input: only a docstring."""
+    for init in sorted((ROOT / "pipeline").rglob("__init__.py")):
+        body = ast.parse(init.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value.value, str), init
 
 
 def test_both_tools_declare_the_tables_params(dvc_stages):

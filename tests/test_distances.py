@@ -1,4 +1,4 @@
-"""The 2-D data's distances (pipeline/distances.py) on Gaussians with known answers."""
+"""The 2-D data's distances (pipeline/metrics/distances.py) on Gaussians with known answers."""
 
 import math
 
@@ -6,7 +6,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from pipeline.distances import mmd, point_metrics, sliced_wasserstein  # noqa: E402
+from pipeline.metrics.distances import mmd, point_metrics, sliced_wasserstein  # noqa: E402
 
 
 def gaussian(n, seed, shift=(0.0, 0.0), scale=1.0):

@@ -1,4 +1,5 @@
-"""Tests for pipeline.fidelity: offline torch-fidelity metrics with a digits classifier.
+"""Tests for pipeline.metrics's classifier, extractor, fidelity and torchvision_ops modules:
+offline torch-fidelity metrics with a digits classifier.
 
 Fast (well under a minute on one thread): 8x8 sklearn digits, a ~5 s classifier.
 """
@@ -15,7 +16,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 torch.set_num_threads(1)
 
-from pipeline import fidelity as fm  # noqa: E402
+from pipeline.metrics.classifier import (classifier_accuracy, load_classifier, save_classifier,  # noqa: E402
+                                         train_classifier)
+from pipeline.metrics.extractor import (FEATURE_EXTRACTOR_NAME, ClassifierFeatureExtractor,  # noqa: E402
+                                        import_torch_fidelity)
+from pipeline.metrics.fidelity import (METRIC_KEYS, compute_metrics, extract_features,  # noqa: E402
+                                       fid_from_statistics, fid_statistics, precompute_reference,
+                                       reference_cache_key)
+from pipeline.metrics.torchvision_ops import install_torchvision_op_shim  # noqa: E402
+from pipeline.provenance import file_sha256  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +46,10 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(digits, tmp_path_factory):
-    model = fm.train_classifier(digits["train_x"], digits["train_y"], 10, steps=300, batch_size=128, lr=5e-3, seed=0,
+    model = train_classifier(digits["train_x"], digits["train_y"], 10, steps=300, batch_size=128, lr=5e-3, seed=0,
                                 feature_dim=64)
     path = tmp_path_factory.mktemp("clf") / "classifier.pt"
-    fm.save_classifier(model, path)
+    save_classifier(model, path)
     return model, str(path)
 
 
@@ -51,30 +60,30 @@ def noise():
 
 
 def _finite(metrics):
-    return all(math.isfinite(metrics[k]) for k in fm.METRIC_KEYS)
+    return all(math.isfinite(metrics[k]) for k in METRIC_KEYS)
 
 
 def test_shim_idempotent():
-    first = fm.install_torchvision_op_shim()
-    tf1 = fm.import_torch_fidelity()
-    tf2 = fm.import_torch_fidelity()
+    first = install_torchvision_op_shim()
+    tf1 = import_torch_fidelity()
+    tf2 = import_torch_fidelity()
     assert tf1 is tf2
-    assert fm.install_torchvision_op_shim() == first
+    assert install_torchvision_op_shim() == first
     import torchvision  # noqa: F401  (importable now, real ops or shim)
 
     assert hasattr(torch.ops.torchvision, "nms")
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-    assert FEATURE_EXTRACTORS_REGISTRY[fm.FEATURE_EXTRACTOR_NAME] is fm.ClassifierFeatureExtractor
+    assert FEATURE_EXTRACTORS_REGISTRY[FEATURE_EXTRACTOR_NAME] is ClassifierFeatureExtractor
 
 
 def test_classifier_accuracy_and_checkpoint(digits, trained):
     model, path = trained
-    assert fm.classifier_accuracy(model, digits["train_x"], digits["train_y"]) > 0.95
-    assert fm.classifier_accuracy(model, digits["held_x"], digits["held_y"]) > 0.9
+    assert classifier_accuracy(model, digits["train_x"], digits["train_y"]) > 0.95
+    assert classifier_accuracy(model, digits["held_x"], digits["held_y"]) > 0.9
     ckpt = torch.load(path, weights_only=True)  # plain tensors and ints only
     assert set(ckpt) == {"state_dict", "config"}
-    loaded = fm.load_classifier(path)
+    loaded = load_classifier(path)
     x = digits["held_x"][:16].float() / 127.5 - 1
     assert torch.equal(loaded(x), model(x))
     feats, logits = loaded.features(x)
@@ -83,9 +92,9 @@ def test_classifier_accuracy_and_checkpoint(digits, trained):
 
 def test_training_deterministic(digits):
     args = (digits["train_x"][:256], digits["train_y"][:256], 10)
-    a = fm.train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=7, feature_dim=64)
-    b = fm.train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=7, feature_dim=64)
-    c = fm.train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=8, feature_dim=64)
+    a = train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=7, feature_dim=64)
+    b = train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=7, feature_dim=64)
+    c = train_classifier(*args, steps=5, batch_size=32, lr=1e-3, seed=8, feature_dim=64)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
@@ -93,21 +102,21 @@ def test_training_deterministic(digits):
 
 def test_extractor_channels(digits, trained):
     _, path = trained
-    ext = fm.ClassifierFeatureExtractor(fm.FEATURE_EXTRACTOR_NAME, ["features", "logits_unbiased"],
+    ext = ClassifierFeatureExtractor(FEATURE_EXTRACTOR_NAME, ["features", "logits_unbiased"],
                                         feature_extractor_weights_path=path)
     x1 = digits["held_x"][:8]
     f1, l1 = ext(x1)
     f3, l3 = ext(x1.expand(-1, 3, -1, -1).contiguous())  # gray stored as RGB
     assert torch.equal(f1, f3) and torch.equal(l1, l3)
     with pytest.raises(ValueError):
-        fm.ClassifierFeatureExtractor(fm.FEATURE_EXTRACTOR_NAME, ["features"])  # no weights: never downloads
+        ClassifierFeatureExtractor(FEATURE_EXTRACTOR_NAME, ["features"])  # no weights: never downloads
 
 
 def test_metrics_real_vs_noise(digits, trained, noise):
     _, path = trained
-    real = fm.compute_metrics(digits["held_x"], digits["train_x"], path, kid_subset_size=1000)
-    fake = fm.compute_metrics(noise, digits["train_x"], path, kid_subset_size=1000)
-    assert set(real) == set(fm.METRIC_KEYS) and _finite(real) and _finite(fake)
+    real = compute_metrics(digits["held_x"], digits["train_x"], path, kid_subset_size=1000)
+    fake = compute_metrics(noise, digits["train_x"], path, kid_subset_size=1000)
+    assert set(real) == set(METRIC_KEYS) and _finite(real) and _finite(fake)
     assert fake["fid"] >= 10 * real["fid"]
     assert real["isc_mean"] > 5.0  # 10 classes: at most 10
     assert real["isc_mean"] > 2 * fake["isc_mean"]
@@ -116,7 +125,7 @@ def test_metrics_real_vs_noise(digits, trained, noise):
 
 def test_kid_subset_size_clamped(digits, trained):
     _, path = trained
-    out = fm.compute_metrics(digits["held_x"][:40], digits["train_x"], path, kid_subset_size=10**6, kid_subsets=5)
+    out = compute_metrics(digits["held_x"][:40], digits["train_x"], path, kid_subset_size=10**6, kid_subsets=5)
     assert _finite(out)
 
 
@@ -124,38 +133,38 @@ def test_reference_cache_reuse(digits, trained, noise, tmp_path):
     _, path = trained
     cache_root = tmp_path / "reference_cache"
     with pytest.raises(FileNotFoundError):  # evaluate never writes into the reference stage's directory
-        fm.compute_metrics(noise, digits["train_x"], path, 1000, cache_root=cache_root, reference_cache_name="digits")
+        compute_metrics(noise, digits["train_x"], path, 1000, cache_root=cache_root, reference_cache_name="digits")
 
-    info = fm.precompute_reference(digits["train_x"], path, cache_root, "digits")
+    info = precompute_reference(digits["train_x"], path, cache_root, "digits")
     assert all(os.path.exists(f) for f in info["files"])
-    assert info["cache_key"].startswith("digits-w" + fm.file_sha256(path)[:16])
+    assert info["cache_key"].startswith("digits-w" + file_sha256(path)[:16])
     assert info["isc_mean"] > 5.0
     mtimes = {f: os.stat(f).st_mtime_ns for f in info["files"]}
 
     for samples in (digits["held_x"], noise):
-        cached = fm.compute_metrics(samples, digits["train_x"], path, 1000, cache_root=cache_root,
+        cached = compute_metrics(samples, digits["train_x"], path, 1000, cache_root=cache_root,
                                     reference_cache_name="digits", seed=3, kid_subsets=20)
-        uncached = fm.compute_metrics(samples, digits["train_x"], path, 1000, seed=3, kid_subsets=20)
+        uncached = compute_metrics(samples, digits["train_x"], path, 1000, seed=3, kid_subsets=20)
         assert cached == uncached
     assert {f: os.stat(f).st_mtime_ns for f in info["files"]} == mtimes  # reused, not rewritten
 
     # Other weights or other reference images -> another cache entry (stale stats never reused).
     other = tmp_path / "other.pt"
-    fm.save_classifier(fm.train_classifier(digits["train_x"][:64], digits["train_y"][:64], 10, steps=1,
+    save_classifier(train_classifier(digits["train_x"][:64], digits["train_y"][:64], 10, steps=1,
                                            batch_size=16, lr=1e-3, seed=1, feature_dim=64), other)
-    assert fm.reference_cache_key(digits["train_x"], other, "digits") != info["cache_key"]
-    assert fm.reference_cache_key(digits["train_x"][:-1], path, "digits") != info["cache_key"]
+    assert reference_cache_key(digits["train_x"], other, "digits") != info["cache_key"]
+    assert reference_cache_key(digits["train_x"][:-1], path, "digits") != info["cache_key"]
 
 
 def test_fid_from_cached_features_equals_calculate_metrics(digits, trained, noise):
     """Draws and bootstrap resamples score cached features with torch-fidelity's own
     statistics functions: on the full sets they give calculate_metrics' FID."""
     _, path = trained
-    reference = fm.fid_statistics(fm.extract_features(digits["train_x"], path))
+    reference = fid_statistics(extract_features(digits["train_x"], path))
     for samples in (digits["held_x"], noise):
-        features = fm.extract_features(samples, path)
+        features = extract_features(samples, path)
         assert features.shape == (len(samples), 64)
-        direct = fm.compute_metrics(samples, digits["train_x"], path, kid_subset_size=100, kid_subsets=2)["fid"]
-        assert fm.fid_from_statistics(fm.fid_statistics(features), reference) == pytest.approx(direct, rel=1e-5)
-    same = fm.fid_statistics(fm.extract_features(digits["held_x"], path))
-    assert abs(fm.fid_from_statistics(same, same)) < 1e-6  # a set against itself: 0
+        direct = compute_metrics(samples, digits["train_x"], path, kid_subset_size=100, kid_subsets=2)["fid"]
+        assert fid_from_statistics(fid_statistics(features), reference) == pytest.approx(direct, rel=1e-5)
+    same = fid_statistics(extract_features(digits["held_x"], path))
+    assert abs(fid_from_statistics(same, same)) < 1e-6  # a set against itself: 0

@@ -24,9 +24,10 @@ import torch
 import yaml
 
 from conftest import ROOT, experiment_params, make_project, run, table_rows, tool, tool_env, write_params
-from pipeline import accel, dag, inception
+from pipeline import accel, dag
 from pipeline.data import load_cifar10
 from pipeline.io import StageError, load_torch
+from pipeline.metrics import inception
 from pipeline.params import ParamsError, load, parse
 
 PAPER = experiment_params("cifar10")  # configs/cifar10.yaml on top of params.yaml
@@ -56,7 +57,7 @@ def write_random_inception(path):
     state dict it loads. Its constructor always loads weights (a URL or a path), so loading is
     stubbed while it is built; batch-norm statistics are then set from one batch of random
     images so that features stay O(1) through the 20-odd layers."""
-    from pipeline.fidelity import import_torch_fidelity
+    from pipeline.metrics.extractor import import_torch_fidelity
 
     import_torch_fidelity()
     from torch_fidelity import feature_extractor_inceptionv3 as module

@@ -1,4 +1,4 @@
-"""The papers' tables beside ours (pipeline/papers.py) on synthetic metrics: the CSVs of papers/
+"""The papers' tables beside ours (pipeline/report/papers.py) on synthetic metrics: the CSVs of papers/
 are read as transcribed, each table applies to the process its paper used, and the Min-SNR
 sections report a grid that reproduces the paper's claims as agreeing and one that reverses
 them as reversed."""
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, experiment_params
-from pipeline import papers
+from pipeline.report import papers
 from pipeline.params import load, parse
 
 TABLE1 = papers.min_snr_table1(ROOT / "papers" / "minsnr_2303.09556_table1_unet.csv")

@@ -153,7 +153,7 @@ def test_readme_walkthrough_adds_a_weighting(tmp_path, tiny_params):
     project = make_project(tmp_path / "p", tiny_params)
     source = project / "diffusion" / "weightings.py"
     text = source.read_text()
-    text = text.replace("MSE_WEIGHTINGS = {", "def _sqrt_snr(process, param, gamma):\n"
+    text = text.replace("MSE_WEIGHTINGS = {", "def _sqrt_snr(process, param, options):\n"
                         "    return torch.exp(process.log_snr / 2)\n\n\nMSE_WEIGHTINGS = {", 1)
     text = text.replace('    "trunc_snr": _trunc_snr,\n', '    "trunc_snr": _trunc_snr,\n    "sqrt_snr": _sqrt_snr,\n', 1)
     source.write_text(text)

@@ -25,7 +25,13 @@ torch.set_num_threads(1)
 from diffusion import Denoiser  # noqa: E402
 from diffusion.parameterizations import PARAMETERIZATIONS  # noqa: E402
 from diffusion.process import linear_beta, vp_process  # noqa: E402
-from diffusion.samplers import SAMPLERS, ancestral, ddim, euler_maruyama, heun, langevin  # noqa: E402
+from diffusion import samplers  # noqa: E402
+from diffusion.samplers import SAMPLERS, discrete_timesteps, edm_sigmas, karras_sigmas, langevin_sigmas  # noqa: E402
+
+# Most tests call a sampler by name as the pipeline does: SAMPLERS[name](denoiser, shape, steps,
+# generator, ...), which makes its grid, start and noise; the functional API is tested below.
+ancestral, ddim, heun, euler_maruyama, langevin = (SAMPLERS[name] for name in
+                                                   ("ancestral", "ddim", "heun", "euler_maruyama", "langevin"))
 
 F64 = torch.float64
 PROCESS = vp_process("linear", 1000)
@@ -494,3 +500,75 @@ def test_discrete_samplers_on_respaced_denoiser(fn, kwargs):
     a = fn(base, (500, D), steps=100, generator=torch.Generator().manual_seed(7), dtype=F64, **kwargs)
     b = fn(respaced, (500, D), steps=100, generator=torch.Generator().manual_seed(7), dtype=F64, **kwargs)
     torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+
+
+# ----- the functional API: samplers over a denoiser, a start, a grid and a noise sampler ---------------
+def _generator_noise(generator):
+    return lambda like: torch.randn(like.shape, generator=generator, dtype=like.dtype)
+
+
+@pytest.mark.parametrize("name, steps", [("ancestral", 50), ("ddim", 20), ("heun", 10), ("euler_maruyama", 20),
+                                         ("langevin", 20)])
+def test_functions_with_explicit_grid_start_and_noise_equal_the_registry(name, steps):
+    """The registry is only glue: the function on the grid, start and noise it makes is the
+    same computation, bit for bit."""
+    den = denoiser()
+    g = torch.Generator().manual_seed(11)
+    by_name = SAMPLERS[name](den, (32, D), steps=steps, generator=g, dtype=F64)
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn((32, D), generator=g, dtype=F64)
+    if name in ("ancestral", "ddim"):
+        x, grid = z * PROCESS.prior_std, discrete_timesteps(PROCESS, steps)
+    elif name == "langevin":
+        grid = langevin_sigmas(PROCESS, steps)
+        x = z * PROCESS.prior_std / float(PROCESS.alpha[-1])
+    else:
+        grid = edm_sigmas(PROCESS, steps)
+        x = z * float(grid[0])
+    fn = getattr(samplers, name)
+    noise = {} if name == "heun" else {"noise": _generator_noise(g)}
+    assert torch.equal(fn(den, x, grid, **noise), by_name)
+
+
+def test_heun_follows_any_noise_levels():
+    """Heun on EDM's own ramp (0.002 to 80, 18 levels) from an explicit x_T: deterministic in
+    x_T, and another grid gives other samples; the network is queried at each level in turn."""
+    den = denoiser()
+    sigmas = karras_sigmas(0.002, 80.0, 18)
+    x_T = torch.randn((64, D), generator=torch.Generator().manual_seed(12), dtype=F64) * 80.0
+    levels = []
+    den.register_forward_pre_hook(lambda module, args: levels.append(
+        float((module.process.alpha_sigma_at(args[1], args[0])[1] / module.process.alpha_sigma_at(args[1], args[0])[0])[0])))
+    a = samplers.heun(den, x_T, sigmas)
+    assert levels[0] == pytest.approx(80.0, rel=1e-9) and len(levels) == 2 * 18 - 1
+    assert torch.equal(samplers.heun(den, x_T, sigmas), a)
+    assert not torch.allclose(samplers.heun(den, x_T, karras_sigmas(0.002, 80.0, 10)), a)
+
+
+@pytest.mark.parametrize("name, steps, calls", [("ancestral", 50, 49), ("ddim", 20, 19), ("euler_maruyama", 20, 19),
+                                                ("langevin", 4, 4 * 5)])
+def test_the_noise_sampler_is_every_random_draw(name, steps, calls):
+    """Each stochastic sampler draws all its noise from `noise`: the count is its steps' draws
+    (ddim with eta = 1), and noise of zeros makes the output independent of any generator."""
+    den = denoiser()
+    grid = discrete_timesteps(PROCESS, steps) if name in ("ancestral", "ddim") else (
+        langevin_sigmas(PROCESS, steps) if name == "langevin" else edm_sigmas(PROCESS, steps))
+    x = torch.ones((8, D), dtype=F64)
+    drawn = []
+
+    def zeros(like):
+        drawn.append(like.shape)
+        return torch.zeros_like(like)
+
+    options = {"eta": 1.0} if name == "ddim" else {}
+    fn = getattr(samplers, name)
+    out = fn(den, x, grid, noise=zeros, **options)
+    assert len(drawn) == calls and all(shape == x.shape for shape in drawn)
+    assert torch.equal(fn(den, x, grid, noise=zeros, **options), out)
+
+
+def test_an_option_a_sampler_does_not_take_is_refused():
+    """No option is accepted and ignored: Heun has no eta, no noise and no steps_per_level."""
+    for option in ({"eta": 0.5}, {"steps_per_level": 3}, {"noise": torch.randn_like}):
+        with pytest.raises(TypeError):
+            SAMPLERS["heun"](denoiser(), (4, D), steps=5, dtype=F64, **option)

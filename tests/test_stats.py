@@ -1,4 +1,4 @@
-"""pipeline.stats on synthetic inputs with known answers: intervals on identical and known
+"""pipeline.metrics.stats on synthetic inputs with known answers: intervals on identical and known
 samples, draws and bootstrap resamples, the hierarchical bootstrap of a difference, the
 memorization measures of exact copies and of fresh data, and rank agreement."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from pipeline import stats
+from pipeline.metrics import stats
 
 
 def test_t_interval_of_identical_values_collapses_onto_the_mean():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .io import StageError, atomic_path
+from ..io import StageError, atomic_path
 
 NAME = "inception-v3-compat"
 # torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3 (0.4.0); kept here so that

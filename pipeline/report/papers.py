@@ -1,3 +1,4 @@
+# Long: one section per paper (DDPM, Min-SNR, EDM) on shared comparison helpers.
 """The papers' published numbers beside ours, for the aggregate stage's table.md.
 
 Every paper value is read from `papers/*.csv` (transcribed and checked twice; papers/SOURCES.md
@@ -29,7 +30,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from . import stats
+from ..metrics import stats
 
 # Differences between rows: (metric, its bootstrap resamples in the cell's JSON).
 COMPARED = {"fid": "fid_boot", "fid_heldout_matched": "fid_heldout_matched_boot"}

@@ -3,7 +3,7 @@ at a matched sample count, the hierarchical (seeds x sample resamples) bootstrap
 difference, nearest-neighbour memorization measures and rank agreement.
 
 Pure numpy / scipy on arrays: no files, no diffusion math and no FID of its own; every FID
-comes from torch-fidelity (pipeline.fidelity), these functions only choose which images
+comes from torch-fidelity (pipeline.metrics.fidelity), these functions only choose which images
 it scores and summarize what it returns. Everything random takes a numpy Generator.
 """
 
