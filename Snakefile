@@ -26,7 +26,7 @@ try:  # every mistake is one line, before any job runs (cached while nothing cha
     PARAMS_FILE, effective = glue.effective_params(settings.configfiles, settings.overwrite_config, settings.config)
     validate_once(PARAMS_FILE)
 except ParamsError as err:
-    sys.exit("\n".join(f"error: {line}" for line in err.lines))
+    sys.exit(err.report())
 config.clear()
 config.update(effective)
 
@@ -63,7 +63,7 @@ def cell_labels(w):
     """Report labels of a cell: its parameterization, weighting and Sigma."""
     cell = config["cells"][w.cell]
     return {"cell": w.cell, "parameterization": cell["parameterization"],
-            "weighting": cell["weighting"], "Sigma": cell.get("sigma", "fixed_large")}
+            "weighting": cell["weighting"], "Sigma": cell.get("Sigma", "fixed_large")}
 
 
 def outputs(name):

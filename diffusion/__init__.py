@@ -32,7 +32,7 @@ Where each seed formula lives (../shared/seeds):
          (seed 003 says L_simple up-weights small t; against the VLB it DOWN-weights them,
          Ho et al. 2020 sec. 3.4.)
     004  Gaussian NLL with mu_theta, sigma_phi       weighting "uncertainty" (losses.Objective)
-         score -(x - mu_theta)/sigma_phi^2          Denoiser(..., uncertainty=True, score="seed004")
+         score -(x - mu_theta)/sigma_phi^2          Denoiser(..., uncertainty=True, score="uncertainty")
          (its open TODO, EDM preconditioning)       parameterization and weighting "edm"
 """
 

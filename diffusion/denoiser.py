@@ -13,7 +13,7 @@ A learned Sigma takes as many extra output channels as the data has.
 Seed 004's uncertainty model (`uncertainty=True`) also takes extra channels: a per-pixel
 r = log(sigma_phi^2 / s^2), the learned variance of x0 given x_t relative to the noise
 variance s^2 = sigma^2/alpha^2 (an O(1) output at every noise level). With
-`score="seed004"` the samplers use seed 004's score -(x_ve - mu_theta)/sigma_phi^2 in place
+`score="uncertainty"` the samplers use seed 004's score -(x_ve - mu_theta)/sigma_phi^2 in place
 of Tweedie's -(x_ve - mu_theta)/s^2 (x_ve = x_t/alpha, mu_theta = x0_hat): that is the
 Tweedie score times s^2/sigma_phi^2 = exp(-r), so eps_hat becomes exp(-r) eps_hat.
 """
@@ -31,7 +31,7 @@ __all__ = ["SIGMAS", "LEARNED_SIGMAS", "SCORES", "Prediction", "Denoiser"]
 
 SIGMAS = ("fixed_large", "fixed_small", "learned_range", "learned")
 LEARNED_SIGMAS = ("learned_range", "learned")
-SCORES = ("tweedie", "seed004")
+SCORES = ("tweedie", "uncertainty")
 
 
 class Prediction:
@@ -58,28 +58,28 @@ class Denoiser(nn.Module):
     """Wraps a plain network with a parameterization; `clip_x0` clamps x0_hat to [-1, 1]
     and recomputes eps_hat from it (as the official DDPM and improved-diffusion samplers)."""
 
-    def __init__(self, net, parameterization, process, sigma="fixed_large", clip_x0=False,
+    def __init__(self, net, parameterization, process, Sigma="fixed_large", clip_x0=False,
                  uncertainty=False, score="tweedie", sigma_data=None):
         super().__init__()
-        if sigma not in SIGMAS:
-            raise ValueError(f"unknown Sigma {sigma!r}; choose from {list(SIGMAS)}")
+        if Sigma not in SIGMAS:
+            raise ValueError(f"unknown Sigma {Sigma!r}; choose from {list(SIGMAS)}")
         if score not in SCORES:
             raise ValueError(f"unknown score {score!r}; choose from {list(SCORES)}")
-        if uncertainty and sigma in LEARNED_SIGMAS:
+        if uncertainty and Sigma in LEARNED_SIGMAS:
             raise ValueError("the uncertainty model needs a fixed Sigma (both use extra channels)")
-        if score == "seed004" and not uncertainty:
-            raise ValueError("score='seed004' needs the uncertainty model's sigma_phi")
+        if score == "uncertainty" and not uncertainty:
+            raise ValueError("score='uncertainty' needs the uncertainty model's sigma_phi")
         self.net = net
         self.process = process
         self.param = get_parameterization(parameterization, process, sigma_data)
-        self.sigma = sigma
+        self.Sigma = Sigma
         self.clip_x0 = clip_x0
         self._log_var_tables = {}
         self.uncertainty, self.score = uncertainty, score
 
     @property
     def learned_sigma(self):
-        return self.sigma in LEARNED_SIGMAS
+        return self.Sigma in LEARNED_SIGMAS
 
     def forward(self, x_t, t, clip_x0=None):
         t = torch.as_tensor(t, device=x_t.device)
@@ -97,7 +97,7 @@ class Denoiser(nn.Module):
         if clip:
             x0 = x0.clamp(-1, 1)
             eps = partial(eps_from_x0, x_t, x0, c["alpha"], c["sigma"])  # computed when read
-        if self.score == "seed004":  # seed 004, "A Better Score Function"
+        if self.score == "uncertainty":  # seed 004, "A Better Score Function"
             eps = torch.exp(-log_ratio) * (eps() if clip else eps)
             x0 = x0_from_eps(x_t, eps, c["alpha"], c["sigma"])
         return Prediction(out=out, x0=x0, eps=eps, var_out=var_out, log_ratio=log_ratio)
@@ -106,16 +106,16 @@ class Denoiser(nn.Module):
         """log s_t^2 of p(x_{t-1} | x_t) at integer t of `process` (default: the denoiser's
         own; a respaced one for fast ancestral sampling, as improved-diffusion does)."""
         process = self.process if process is None else process
-        if self.sigma == "learned":
+        if self.Sigma == "learned":
             return pred.var_out
-        if self.sigma == "learned_range":
+        if self.Sigma == "learned_range":
             frac = (pred.var_out + 1) / 2
             max_log = process.at("beta", t, x_t).log()
             min_log = process.at("log_beta_tilde_clipped", t, x_t)
             return frac * max_log + (1 - frac) * min_log
         key = (id(process), x_t.device, x_t.dtype)
         if key not in self._log_var_tables or self._log_var_tables[key][0] is not process:
-            table = reverse_variance_table(process, self.sigma).log().to(x_t.device, x_t.dtype)
+            table = reverse_variance_table(process, self.Sigma).log().to(x_t.device, x_t.dtype)
             self._log_var_tables[key] = (process, table)  # once per device: no per-step host copy
         table = self._log_var_tables[key][1]
         return append_dims(table[t.long()], x_t.ndim)  # [B, 1, ...]: broadcasts against x_t

@@ -150,7 +150,7 @@ class Objective(nn.Module):
             cls = Uncertainty if weighting == "uncertainty" else VLB if weighting == "vlb" else WeightedMSE
         return super().__new__(cls)
 
-    def __init__(self, process, parameterization, weighting, sigma="fixed_large",
+    def __init__(self, process, parameterization, weighting, Sigma="fixed_large",
                  weighting_space="eps", gamma=5.0, levels=None, vlb_scale="ddpm",
                  hybrid_lambda=1e-3, normalize=False, sigma_data=SIGMA_DATA, decoder_cdf="erf"):
         super().__init__()
@@ -160,12 +160,12 @@ class Objective(nn.Module):
             raise ValueError("vlb_scale must be 'ddpm' or 'rescaled'")
         if decoder_cdf not in NORMAL_CDFS:
             raise ValueError(f"decoder_cdf must be one of {sorted(NORMAL_CDFS)}")
-        if sigma not in SIGMAS:
-            raise ValueError(f"unknown Sigma {sigma!r}; choose from {sorted(SIGMAS)}")
-        if weighting == "uncertainty" and sigma in LEARNED_SIGMAS:
+        if Sigma not in SIGMAS:
+            raise ValueError(f"unknown Sigma {Sigma!r}; choose from {sorted(SIGMAS)}")
+        if weighting == "uncertainty" and Sigma in LEARNED_SIGMAS:
             raise ValueError("the uncertainty model needs a fixed Sigma (both use extra channels)")
         self.process = process
-        self.parameterization, self.weighting, self.sigma = parameterization, weighting, sigma
+        self.parameterization, self.weighting, self.Sigma = parameterization, weighting, Sigma
         self.levels, self.hybrid_lambda, self.decoder_cdf = levels, hybrid_lambda, decoder_cdf
         self.vlb_factor = 1.0 if vlb_scale == "ddpm" else float(process.T)
         self.uncertainty, self.sigma_data = weighting == "uncertainty", sigma_data
@@ -173,7 +173,7 @@ class Objective(nn.Module):
         self.register_buffer("k2", self.param.scale(process) ** 2, persistent=False)
 
     def denoiser(self, net, **kwargs):
-        return Denoiser(net, self.parameterization, self.process, self.sigma,
+        return Denoiser(net, self.parameterization, self.process, self.Sigma,
                         uncertainty=self.uncertainty, sigma_data=self.sigma_data, **kwargs)
 
     def _vlb_term(self, denoiser, x0, x_t, t, pred, detach_mean=False):
@@ -199,9 +199,9 @@ class WeightedMSE(Objective):
     the adaptive weightings learn u(t) on top (err w / e^u + u); a learned Sigma adds the
     hybrid term lambda T L_t with the mean detached."""
 
-    def __init__(self, process, parameterization, weighting, sigma="fixed_large", weighting_space="eps",
+    def __init__(self, process, parameterization, weighting, Sigma="fixed_large", weighting_space="eps",
                  gamma=5.0, normalize=False, sigma_data=SIGMA_DATA, **kwargs):
-        super().__init__(process, parameterization, weighting, sigma, weighting_space=weighting_space,
+        super().__init__(process, parameterization, weighting, Sigma, weighting_space=weighting_space,
                          gamma=gamma, normalize=normalize, sigma_data=sigma_data, **kwargs)
         w = weight_table(weighting, process, self.param, gamma, sigma_data=sigma_data)
         if normalize:
@@ -228,12 +228,12 @@ class VLB(Objective):
     KL's model-independent constant (exact, no division by alpha); a learned Sigma takes the
     full KL."""
 
-    def __init__(self, process, parameterization, weighting, sigma="fixed_large", **kwargs):
-        super().__init__(process, parameterization, weighting, sigma, **kwargs)
-        if sigma not in LEARNED_SIGMAS:
-            s2 = reverse_variance_table(process, sigma)
+    def __init__(self, process, parameterization, weighting, Sigma="fixed_large", **kwargs):
+        super().__init__(process, parameterization, weighting, Sigma, **kwargs)
+        if Sigma not in LEARNED_SIGMAS:
+            s2 = reverse_variance_table(process, Sigma)
             log_q = process.log_beta_tilde_clipped
-            self.register_buffer("factor", vlb_weight(process, sigma) / self.k2, persistent=False)
+            self.register_buffer("factor", vlb_weight(process, Sigma) / self.k2, persistent=False)
             self.register_buffer("kl_const", 0.5 * (s2.log() - log_q + log_q.exp() / s2 - 1) / LN2,
                                  persistent=False)
 
@@ -250,8 +250,8 @@ class Uncertainty(Objective):
     `sigma_phi2` and the seed's predicted optimum `seed_sigma_phi2` = s^2 + (mu_theta - x0)^2,
     per-example means over pixels."""
 
-    def __init__(self, process, parameterization, weighting, sigma="fixed_large", **kwargs):
-        super().__init__(process, parameterization, weighting, sigma, **kwargs)
+    def __init__(self, process, parameterization, weighting, Sigma="fixed_large", **kwargs):
+        super().__init__(process, parameterization, weighting, Sigma, **kwargs)
         self.register_buffer("s2", torch.exp(-process.log_snr), persistent=False)
 
     def loss(self, denoiser, x0, x_t, t, eps, pred, err):
@@ -262,9 +262,9 @@ class Uncertainty(Objective):
                 "seed_sigma_phi2": mean_flat(s2 * (1 + e2)).detach()}
 
 
-def output_channels(data_channels, sigma, weighting=None):
+def output_channels(data_channels, Sigma, weighting=None):
     """Channels the network must output for a Sigma choice (and seed 004's uncertainty model)."""
-    extra = sigma in LEARNED_SIGMAS or weighting == "uncertainty"
+    extra = Sigma in LEARNED_SIGMAS or weighting == "uncertainty"
     return 2 * data_channels if extra else data_channels
 
 

@@ -115,24 +115,24 @@ ADAPTIVE_WEIGHTINGS = {"adaptive": _eps, "lambda_learned": _lambda_one}
 WEIGHTINGS = tuple(MSE_WEIGHTINGS) + ("vlb",) + tuple(ADAPTIVE_WEIGHTINGS) + ("uncertainty",)
 
 
-def reverse_variance_table(process, sigma):
+def reverse_variance_table(process, Sigma):
     """s_t^2 of a fixed reverse variance: `fixed_large` = beta, `fixed_small` = beta_tilde.
     At t = 0 both use beta_tilde[1], as improved-diffusion does (beta_tilde[0] = 0)."""
-    if sigma == "fixed_large":
+    if Sigma == "fixed_large":
         return torch.cat([process.beta_tilde[1:2], process.beta[1:]])
-    if sigma == "fixed_small":
+    if Sigma == "fixed_small":
         return process.log_beta_tilde_clipped.exp()
-    raise ValueError(f"{sigma!r} is not a fixed reverse variance")
+    raise ValueError(f"{Sigma!r} is not a fixed reverse variance")
 
 
-def vlb_weight(process, sigma):
+def vlb_weight(process, Sigma):
     """Eps-space weight of the per-t KL (bits/dim) under a fixed reverse variance."""
-    s2 = reverse_variance_table(process, sigma)
+    s2 = reverse_variance_table(process, Sigma)
     coef = process.posterior_coef_x0 * process.sigma / process.alpha
     return coef**2 / (2 * s2 * math.log(2))
 
 
-def weight_table(name, process, param: Parameterization, gamma=5.0, sigma="fixed_large",
+def weight_table(name, process, param: Parameterization, gamma=5.0, Sigma="fixed_large",
                  sigma_data=SIGMA_DATA):
     """w(t) for t = 0..T-1 in eps-space (float64). For `vlb` the t = 0 entry is the quadratic
     coefficient of a Gaussian decoder; `adaptive` and `lambda_learned` report their base
@@ -141,7 +141,7 @@ def weight_table(name, process, param: Parameterization, gamma=5.0, sigma="fixed
     if name in MSE_WEIGHTINGS:
         return MSE_WEIGHTINGS[name](process, param, options)
     if name == "vlb":
-        return vlb_weight(process, sigma if sigma.startswith("fixed") else "fixed_small")
+        return vlb_weight(process, Sigma if Sigma.startswith("fixed") else "fixed_small")
     if name in ADAPTIVE_WEIGHTINGS:
         return ADAPTIVE_WEIGHTINGS[name](process, param, options)
     if name == "uncertainty":

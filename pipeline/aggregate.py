@@ -7,7 +7,7 @@ interval over seeds and sample resamples, FID/KID against both references, the
 memorization check, floors and ceilings at the matched sample count, the paper's CIFAR-10
 values beside the rows that map and, under the table, how our ordering agrees with theirs.
 Seed 004's uncertainty model is also scored on its samples drawn with the seed's proposed
-score (`seed004_*` metrics, listed under the table). On 2-D point data the table's columns
+score (`uncertainty_*` metrics, listed under the table). On 2-D point data the table's columns
 are sliced Wasserstein, MMD^2 and NLL (`point_table`).
 """
 
@@ -21,7 +21,7 @@ from .io import StageError, load_json, load_torch, run_stage, save_text
 from .params import load_or_exit
 from .report import papers
 from .report.summary import POINT_METRICS, collect, summarize
-from .report.tables import footer, point_table, seed004_lines, to_latex, to_markdown, wide_table
+from .report.tables import footer, point_table, uncertainty_score_lines, to_latex, to_markdown, wide_table
 
 
 def load_results(params, metrics_dir):
@@ -64,10 +64,10 @@ def main(argv=None):
     if params.points:
         # One row per cell, score and metric; the NLL is the network's, the same for both scores.
         rows = [{"cell": c, "parameterization": cell.parameterization, "weighting": cell.weighting,
-                 "sigma": cell.sigma, "status": results[c]["status"], "score": score, "metric": m,
-                 "value": results[c].get(m if m == "nll_bpd" or score == "tweedie" else f"seed004_{m}")}
+                 "Sigma": cell.Sigma, "status": results[c]["status"], "score": score, "metric": m,
+                 "value": results[c].get(m if m == "nll_bpd" or score == "tweedie" else f"uncertainty_{m}")}
                 for c, cell in params.cells.items()
-                for score in (("tweedie", "seed004") if cell.weighting == "uncertainty" else ("tweedie",))
+                for score in (("tweedie", "uncertainty") if cell.weighting == "uncertainty" else ("tweedie",))
                 for m in POINT_METRICS]
         long, summary = pd.DataFrame(rows), pd.DataFrame(columns=["group", "metric", "mean"])
         table, markdown = point_table(params, results, reference)
@@ -85,7 +85,7 @@ def main(argv=None):
         if papers.edm_applies(params):
             lines += papers.edm_lines(params, results, papers.edm_table2(args.edm_table2))
         markdown = (to_markdown(table, params, reference) + "\n".join(lines)
-                    + "\n\n" + "\n".join(seed004_lines(params, results)) + footer(results, list(params.cells))
+                    + "\n\n" + "\n".join(uncertainty_score_lines(params, results)) + footer(results, list(params.cells))
                     + "\n")
     save_text(long.to_csv(index=False), args.csv)
     save_text(summary.to_csv(index=False), args.summary)

@@ -14,10 +14,10 @@ def build_process(p):
     return vp_process(p.schedule, p.T)
 
 
-def build_net(model, data_shape, sigma, weighting=None):
+def build_net(model, data_shape, Sigma, weighting=None):
     """The plain network for per-example `data_shape` (C, H, W) or (D,); seed 004's
     uncertainty model and a learned Sigma take twice the data's channels."""
-    out = output_channels(data_shape[0], sigma, weighting)
+    out = output_channels(data_shape[0], Sigma, weighting)
     if model.net == "unet":
         return UNet(image_size=data_shape[-1], in_channels=data_shape[0], out_channels=out,
                     model_channels=model.model_channels, channel_mult=model.channel_mult,
@@ -29,7 +29,7 @@ def build_net(model, data_shape, sigma, weighting=None):
 
 def build_objective(params, cell_id, process, levels):
     cell, train = params.cells[cell_id], params.cell_train(cell_id)
-    return Objective(process, cell.parameterization, cell.weighting, cell.sigma,
+    return Objective(process, cell.parameterization, cell.weighting, cell.Sigma,
                      weighting_space=train.weighting_space, gamma=train.min_snr_gamma,
                      levels=levels, vlb_scale=train.vlb_scale,
                      hybrid_lambda=train.hybrid_lambda, normalize=train.normalize_weights,
@@ -46,7 +46,7 @@ def build_timestep_sampler(train, process):
 def scores_of(config):
     """The scores a trained cell is sampled with: Tweedie's always, seed 004's as well for the
     uncertainty model (its proposed -(x - mu_theta)/sigma_phi^2 from the same network)."""
-    return ("tweedie", "seed004") if config["weighting"] == "uncertainty" else ("tweedie",)
+    return ("tweedie", "uncertainty") if config["weighting"] == "uncertainty" else ("tweedie",)
 
 
 def load_denoiser(params, state, data_shape, device=torch.device("cpu"), weights=None, clip_x0=False,
@@ -57,11 +57,11 @@ def load_denoiser(params, state, data_shape, device=torch.device("cpu"), weights
 
     config = json.loads(state["config"])
     process = build_process(params.process)
-    net = build_net(params.model, data_shape, config["sigma"], config.get("weighting"))
+    net = build_net(params.model, data_shape, config["Sigma"], config.get("weighting"))
     net.load_state_dict(state["ema"] if weights is None else weights)
     channels_last = accel.uses_channels_last(device, params.model)
     net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
     net.eval()
     return Denoiser(accel.Forward(net, channels_last=channels_last), config["parameterization"], process,
-                    config["sigma"], clip_x0=clip_x0, uncertainty=config.get("weighting") == "uncertainty",
+                    config["Sigma"], clip_x0=clip_x0, uncertainty=config.get("weighting") == "uncertainty",
                     score=score, sigma_data=params.model.sigma_data)

@@ -50,11 +50,11 @@ def _fmt(value, digits):
 def cmd_list(params):
     # 2-D point data has distances instead of FID / IS
     first, second = (("sw", "SW"), ("mmd", "MMD2")) if params.points else (("fid", "FID"), ("isc_mean", "IS"))
-    print(f"{'cell':<24} {'param':<6} {'weighting':<18} {'sigma':<13} {'status':<9} {first[1]:>8} "
+    print(f"{'cell':<24} {'param':<6} {'weighting':<18} {'Sigma':<13} {'status':<9} {first[1]:>8} "
           f"{second[1]:>8} {'NLL':>7}")
     for cell_id, cell in params.cells.items():
         state, m = status(params, cell_id)
-        print(f"{cell_id:<24} {cell.parameterization:<6} {cell.weighting:<18} {cell.sigma:<13} {state:<9} "
+        print(f"{cell_id:<24} {cell.parameterization:<6} {cell.weighting:<18} {cell.Sigma:<13} {state:<9} "
               f"{_fmt(m.get(first[0]), 3):>8} {_fmt(m.get(second[0]), 4):>8} {_fmt(m.get('nll_bpd'), 3):>7}")
 
 

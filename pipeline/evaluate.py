@@ -10,7 +10,7 @@ With EMA snapshots from `train.eval_every`, also FID against training step and t
 them, the number DDPM reports. Sampling and NLL run on `metrics.device`.
 On 2-D point data the sample metrics are the sliced Wasserstein distance and MMD^2 to the
 training points (pipeline/metrics/distances.py), and the NLL uses a continuous Gaussian decoder.
-Seed 004's uncertainty model also gets its seed-score samples scored, under `seed004_<metric>`.
+Seed 004's uncertainty model also gets its seed-score samples scored, under `uncertainty_<metric>`.
 """
 
 import argparse
@@ -89,7 +89,7 @@ def main(argv=None):
     made_by = provenance.metrics_record(params, *scoring_inputs(args, train, heldout), state.get("fingerprint"),
                                         samples.get("fingerprint"))
     result = {"cell": args.cell, "parameterization": cell.parameterization,
-              "weighting": cell.weighting, "sigma": cell.sigma,
+              "weighting": cell.weighting, "Sigma": cell.Sigma,
               "status": state["status"], "step": int(state["step"]),
               "fingerprint": made_by, "versions": provenance.versions()}
     if samples["status"] != "ok":
@@ -101,10 +101,10 @@ def main(argv=None):
     extractor = extractor_settings(params.metrics.feature_extractor, device)
     result.update(sample_metrics(params, samples["samples"], train, heldout, args.evaluator, args.cache_dir,
                                  extractor))
-    if "samples_seed004" in samples:
-        seed = sample_metrics(params, samples["samples_seed004"], train, heldout, args.evaluator, args.cache_dir,
+    if "samples_uncertainty" in samples:
+        seed = sample_metrics(params, samples["samples_uncertainty"], train, heldout, args.evaluator, args.cache_dir,
                               extractor)
-        result.update({f"seed004_{k}": v for k, v in seed.items()})
+        result.update({f"uncertainty_{k}": v for k, v in seed.items()})
     result["nll_bpd"] = heldout_nll(params, state, heldout, levels, device)
     if state.get("snapshots") and not params.points:
         common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir,

@@ -147,7 +147,7 @@ def main(argv=None):
         for name in chosen:
             write(name)
     except ParamsError as err:
-        sys.exit("\n".join(f"error: {line}" for line in err.lines))
+        sys.exit(err.report())
 
 
 if __name__ == "__main__":

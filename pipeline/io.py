@@ -116,5 +116,5 @@ def run_stage(main):
     try:
         main()
     except (StageError, ParamsError) as err:
-        print("\n".join(f"error: {line}" for line in str(err).splitlines()), file=sys.stderr)
+        print(err.report() if isinstance(err, ParamsError) else f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

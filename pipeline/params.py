@@ -48,6 +48,10 @@ class ParamsError(ValueError):
     def __str__(self):
         return "\n".join(self.lines)
 
+    def report(self):
+        """What a command prints before exiting nonzero: `error: <line>` per mistake."""
+        return "\n".join(f"error: {line}" for line in self.lines)
+
     def under(self, prefix):
         """The same mistakes, each line prefixed (`params.yaml: train.steps: ...`)."""
         return ParamsError(*(f"{prefix}: {line}" for line in self.lines))
@@ -125,13 +129,13 @@ TrainOverrides = TypedDict("TrainOverrides", typing.get_type_hints(Train, includ
 TrainOverrides.__pydantic_config__ = CONFIG
 
 
-# One cell of the grid, one trained model: `id: {parameterization, weighting, sigma, train: {...}}`;
+# One cell of the grid, one trained model: `id: {parameterization, weighting, Sigma, train: {...}}`;
 # a seed replicate overrides train.seed alone and has the id suffix `-sN` (`eps-eps-s1`).
 @section
 class Cell:
     parameterization: str
     weighting: str
-    sigma: str = "fixed_large"
+    Sigma: str = "fixed_large"
     train: TrainOverrides = dataclasses.field(default_factory=dict)
 
 
@@ -234,7 +238,7 @@ class Params:
         groups = {}
         for cell_id, cell in self.cells.items():
             overrides = tuple(sorted((k, v) for k, v in cell.train.items() if k != "seed"))
-            groups.setdefault((cell.parameterization, cell.weighting, cell.sigma, overrides), []).append(cell_id)
+            groups.setdefault((cell.parameterization, cell.weighting, cell.Sigma, overrides), []).append(cell_id)
         labels = {}
         for ids in groups.values():
             label = REPLICATE_SUFFIX.sub("", ids[0])
@@ -258,7 +262,7 @@ def _choices():
              "timestep_sampler": TIMESTEP_SAMPLERS, "device": DEVICES, "precision": PRECISIONS}
     return {"Data": {"name": DATASETS}, "Model": {"net": NETWORKS}, "Train": train, "TrainOverrides": train,
             "Process": {"kind": PROCESSES, "schedule": SCHEDULES, "decoder_cdf": NORMAL_CDFS},
-            "Cell": {"parameterization": PARAMETERIZATIONS, "weighting": WEIGHTINGS, "sigma": SIGMAS},
+            "Cell": {"parameterization": PARAMETERIZATIONS, "weighting": WEIGHTINGS, "Sigma": SIGMAS},
             "Sample": {"sampler": SAMPLERS, "device": DEVICES}, "SamplerStudy": {"samplers": SAMPLERS},
             "Metrics": {"feature_extractor": FEATURE_EXTRACTORS, "device": DEVICES}}
 
@@ -362,20 +366,20 @@ def _check_cells(p, choices):
         if p.process.kind not in PARAMETERIZATIONS[cell.parameterization].processes:
             lines.append(f"{path}.parameterization: {cell.parameterization!r} is not defined "
                          f"for a {p.process.kind} process")
-        if cell.weighting == "uncertainty" and cell.sigma in LEARNED_SIGMAS:
-            lines.append(f"{path}.sigma: the uncertainty weighting (seed 004) needs a fixed Sigma, got {cell.sigma!r}")
+        if cell.weighting == "uncertainty" and cell.Sigma in LEARNED_SIGMAS:
+            lines.append(f"{path}.Sigma: the uncertainty weighting (seed 004) needs a fixed Sigma, got {cell.Sigma!r}")
         # Only the VLB term reaches a learned Sigma: under any other weighting (the adaptive
         # ones included) it is the hybrid term lambda * T * L_t (diffusion/losses.py).
-        elif cell.sigma in LEARNED_SIGMAS and cell.weighting != "vlb" and train.hybrid_lambda == 0:
+        elif cell.Sigma in LEARNED_SIGMAS and cell.weighting != "vlb" and train.hybrid_lambda == 0:
             lines.append(f"{path}.train.hybrid_lambda: 0 leaves the learned Sigma head of {path} "
-                         f"(sigma: {cell.sigma}, weighting: {cell.weighting}) without gradient; "
+                         f"(Sigma: {cell.Sigma}, weighting: {cell.weighting}) without gradient; "
                          "use weighting vlb or hybrid_lambda > 0")
         replicate = REPLICATE_SUFFIX.search(cell_id)
         if replicate and int(replicate.group(1)) != train.seed:
             lines.append(f"{path}: the id says seed {replicate.group(1)} but train.seed is "
                          f"{train.seed}; add train: {{seed: {replicate.group(1)}}}")
         # Resolved settings, so a replicate that repeats another cell's seed is caught too.
-        signature = (cell.parameterization, cell.weighting, cell.sigma,
+        signature = (cell.parameterization, cell.weighting, cell.Sigma,
                      tuple(sorted(dataclasses.asdict(train).items())))
         if signature in seen:
             lines.append(f"{path}: same objective and settings as cells.{seen[signature]}")
@@ -574,7 +578,7 @@ def load_or_exit(path="params.yaml") -> Params:
     try:
         return load(path)
     except ParamsError as err:
-        print("\n".join(f"error: {line}" for line in err.lines), file=sys.stderr)
+        print(err.report(), file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -594,7 +598,7 @@ def main(argv=None):
     params = load_or_exit(args.params)
     for cell_id, cell in params.cells.items():
         extra = f" train={cell.train}" if cell.train else ""
-        print(f"{cell_id}: {cell.parameterization} / {cell.weighting} / {cell.sigma}{extra}")
+        print(f"{cell_id}: {cell.parameterization} / {cell.weighting} / {cell.Sigma}{extra}")
     print(f"{len(params.cells)} cells; {args.params} is valid")
     if args.stamp:  # the same bytes whatever the params: a valid edit alone reruns nothing downstream
         Path(args.stamp).parent.mkdir(parents=True, exist_ok=True)

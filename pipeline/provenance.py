@@ -164,7 +164,7 @@ def model_record(params, cell_id, data):
     and data settings, and the training tensors (`data`: data_inputs(train))."""
     cell = params.cells[cell_id]
     settings = {"cell": cell_id, "parameterization": cell.parameterization, "weighting": cell.weighting,
-                "Sigma": cell.sigma, "train": _asdict(params.cell_train(cell_id)),
+                "Sigma": cell.Sigma, "train": _asdict(params.cell_train(cell_id)),
                 "model": _asdict(params.model), "process": _asdict(params.process), "data": _asdict(params.data)}
     return record("train", settings, {"data": data})
 

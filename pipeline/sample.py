@@ -3,7 +3,7 @@ saved as a tensor file and a figure. Images are quantized to the data's grey lev
 as a grid; 2-D points are kept as floats and shown as a scatter over the data beside the
 learned score field (its direction at a few noise levels, colored by magnitude). Seed 004's
 uncertainty model is sampled twice from the same network: with Tweedie's score and with the
-seed's proposed score -(x - mu_theta)/sigma_phi^2 (`samples_seed004`).
+seed's proposed score -(x - mu_theta)/sigma_phi^2 (`samples_uncertainty`).
 
 Samples are drawn `sample.batch_size` at a time on `sample.device` (a GPU when `auto` finds
 one), with the noise drawn on that device; each finished batch moves to the host."""
@@ -60,11 +60,11 @@ def main(argv=None):
     samples = drawn["tweedie"][0]
     out = {"status": "ok", "samples": samples, "nfe": drawn["tweedie"][1], "device": str(device),
            "fingerprint": made_by}
-    if "seed004" in drawn:
-        out["samples_seed004"] = drawn["seed004"][0]
+    if "uncertainty" in drawn:
+        out["samples_uncertainty"] = drawn["uncertainty"][0]
     save_torch(out, args.out)
     how = f"{s.sampler}, {s.steps} steps"
-    titles = {"tweedie": f"{cell} ({how})", "seed004": f"{cell}, seed-004 score ({how})"}
+    titles = {"tweedie": f"{cell} ({how})", "uncertainty": f"{cell}, uncertainty score ({how})"}
     panels = {titles[k]: v[0] for k, v in drawn.items()}
     if params.points:
         # the field of Tweedie's score (seed 004's has the same direction, shrunk by s^2/sigma_phi^2)

@@ -39,7 +39,7 @@ def main(argv=None):
     s = params.sample
     steps = steps_for_nfe(args.sampler, args.nfe, s.langevin_steps_per_level)
     result = {"cell": args.cell, "parameterization": config["parameterization"],
-              "weighting": config["weighting"], "sigma": config["sigma"], "sampler": args.sampler,
+              "weighting": config["weighting"], "Sigma": config["Sigma"], "sampler": args.sampler,
               "nfe_budget": args.nfe, "steps": steps, "status": state["status"],
               "fingerprint": made_by, "versions": provenance.versions()}
     if state["status"] != "ok":

@@ -125,7 +125,7 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
 
     torch.manual_seed(train.seed)
     process = build_process(params.process)
-    net = build_net(params.model, x_all.shape[1:], cell.sigma, cell.weighting).to(rt.device)
+    net = build_net(params.model, x_all.shape[1:], cell.Sigma, cell.weighting).to(rt.device)
     channels_last = accel.uses_channels_last(rt.device, params.model)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)

@@ -49,7 +49,7 @@ def params():
 
 def paper_like(cell):
     """FID in the paper's order (scaled), 10 for rows the paper does not have."""
-    paper = PAPER.get((cell.parameterization, cell.weighting, cell.sigma))
+    paper = PAPER.get((cell.parameterization, cell.weighting, cell.Sigma))
     return paper[1] / 2 if paper else 10.0
 
 

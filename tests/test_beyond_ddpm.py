@@ -206,14 +206,14 @@ def test_uncertainty_loss_is_seed_nll_and_score_is_shrunk_tweedie():
     # the optimum over sigma_phi of the per-sample loss is s^2 + (mu - x0)^2 (seed 004)
     # the two scores from one network: Tweedie (mu - x)/s^2 and the seed's (mu - x)/sigma_phi^2
     tweedie = Denoiser(net, "x0", p, uncertainty=True)(x_t, t)
-    seed_d = Denoiser(net, "x0", p, uncertainty=True, score="seed004")(x_t, t)
+    seed_d = Denoiser(net, "x0", p, uncertainty=True, score="uncertainty")(x_t, t)
     torch.testing.assert_close(tweedie.x0, mu)
     torch.testing.assert_close((tweedie.x0 - x_t) / s2, (mu - x_t) / s2)
     torch.testing.assert_close((seed_d.x0 - x_t) / s2, (mu - x_t) / sigma_phi2)
     with pytest.raises(ValueError, match="fixed Sigma"):
         Denoiser(net, "x0", p, "learned", uncertainty=True)
     with pytest.raises(ValueError, match="sigma_phi"):
-        Denoiser(net, "x0", p, score="seed004")
+        Denoiser(net, "x0", p, score="uncertainty")
 
 
 # ----- recovering the score of a Gaussian with a tiny MLP -------------------------------------------------
@@ -281,7 +281,7 @@ def test_uncertainty_learns_seed_optimum_and_its_score_is_shrunk():
     score is the true score times s^2/sigma_phi^2 = (C^2 + s^2)/(2 C^2 + s^2) < 1."""
     den, _ = train_gaussian("uncertainty", "x0")
     g = torch.Generator().manual_seed(11)
-    seed_den = Denoiser(den.net, "x0", den.process, uncertainty=True, score="seed004")
+    seed_den = Denoiser(den.net, "x0", den.process, uncertainty=True, score="uncertainty")
     for s in SIGMAS:
         x = M + (C**2 + s**2).sqrt() * torch.randn(400, 2, generator=g)
         t = den.process.t_from_log_snr(torch.full((400,), -2 * math.log(s), dtype=F64))

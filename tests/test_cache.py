@@ -19,7 +19,7 @@ def add_cell(project):
     """The tiny grid plus one new weighting row."""
     params = project / "params.yaml"
     raw = yaml.safe_load(params.read_text())
-    raw["cells"][NEW] = {"parameterization": "eps", "weighting": "min_snr", "sigma": "fixed_large"}
+    raw["cells"][NEW] = {"parameterization": "eps", "weighting": "min_snr", "Sigma": "fixed_large"}
     params.write_text(yaml.safe_dump(raw, sort_keys=False))
     return list(raw["cells"])
 

@@ -17,7 +17,7 @@ TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 MINI = """\
 paths: {data: data/mini, runs: runs/mini, results: results/mini, logs: logs/mini}
 cells:
-  eps-eps: {parameterization: eps, weighting: eps, sigma: fixed_large}
+  eps-eps: {parameterization: eps, weighting: eps, Sigma: fixed_large}
 sample: {seed: 7}
 sampler_study: {cells: [eps-eps]}
 stats: {baseline: eps-eps}

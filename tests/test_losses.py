@@ -61,8 +61,8 @@ def draw(process, seed=0, include_zero=True, n=48):
     return t, x0, eps
 
 
-def eps_mse_of(net, param, process, x0, t, eps, sigma="fixed_large"):
-    denoiser = Denoiser(net, param, process, sigma)
+def eps_mse_of(net, param, process, x0, t, eps, Sigma="fixed_large"):
+    denoiser = Denoiser(net, param, process, Sigma)
     x_t = process.q_sample(x0, t, eps)
     pred = denoiser(x_t, t)
     return mean_flat((eps - pred.eps) ** 2), pred, x_t, denoiser
@@ -89,18 +89,18 @@ def test_weight_tables_closed_forms():
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
-@pytest.mark.parametrize("sigma", ["fixed_large", "fixed_small"])
-def test_vlb_weight_is_ddpm_formula(schedule, sigma):
+@pytest.mark.parametrize("Sigma", ["fixed_large", "fixed_small"])
+def test_vlb_weight_is_ddpm_formula(schedule, Sigma):
     """w = beta^2 / (2 s^2 (1 - beta)(1 - alpha_bar)) in bits, t >= 1 (Ho et al. 2020, eq. 12)."""
     p = PROCESSES[f"vp_{schedule}"]
-    s2 = p.beta if sigma == "fixed_large" else p.beta_tilde
+    s2 = p.beta if Sigma == "fixed_large" else p.beta_tilde
     expected = p.beta**2 / (2 * s2 * (1 - p.beta) * (1 - p.alpha_bar) * LN2)
-    w = vlb_weight(p, sigma)
+    w = vlb_weight(p, Sigma)
     torch.testing.assert_close(w[1:], expected[1:], rtol=1e-8, atol=0)
-    torch.testing.assert_close(weight_table("vlb", p, PARAMETERIZATIONS["x0"], sigma=sigma), w)
+    torch.testing.assert_close(weight_table("vlb", p, PARAMETERIZATIONS["x0"], Sigma=Sigma), w)
     assert bool(torch.isfinite(w).all())
     # at t = 0 both use beta_tilde[1] (improved-diffusion's clipping)
-    assert reverse_variance_table(p, sigma)[0].item() == pytest.approx(p.beta_tilde[1].item(), rel=1e-12)
+    assert reverse_variance_table(p, Sigma)[0].item() == pytest.approx(p.beta_tilde[1].item(), rel=1e-12)
 
 
 def test_weight_tables_finite_on_cosine():
@@ -125,11 +125,11 @@ def test_mse_weighting_is_weighted_eps_mse(proc_name, name, weighting):
     param = PARAMETERIZATIONS[name]
     net = LinearNet()
     t, x0, eps = draw(process)
-    for sigma in ("fixed_large", "fixed_small"):
-        objective = Objective(process, name, weighting, sigma=sigma)
+    for Sigma in ("fixed_large", "fixed_small"):
+        objective = Objective(process, name, weighting, Sigma=Sigma)
         with torch.no_grad():
             terms = objective(net, x0, t, eps)
-            mse, pred, x_t, _ = eps_mse_of(net, name, process, x0, t, eps, sigma)
+            mse, pred, x_t, _ = eps_mse_of(net, name, process, x0, t, eps, Sigma)
         w = weight_table(weighting, process, param)[t]
         assert bool((mse > 0).all())
         torch.testing.assert_close(terms["loss"], w * mse, rtol=1e-7, atol=1e-12)
@@ -185,9 +185,9 @@ def test_normalize_applies_to_native(name):
 
 
 # ----- the VLB ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sigma", ["fixed_large", "fixed_small"])
+@pytest.mark.parametrize("Sigma", ["fixed_large", "fixed_small"])
 @pytest.mark.parametrize("proc_name, name", PARAM_CASES)
-def test_vlb_fixed_sigma_equals_full_kl(proc_name, name, sigma):
+def test_vlb_fixed_sigma_equals_full_kl(proc_name, name, Sigma):
     process = PROCESSES[proc_name]
     param = PARAMETERIZATIONS[name]
     t, x0, eps = draw(process, 4)
@@ -195,12 +195,12 @@ def test_vlb_fixed_sigma_equals_full_kl(proc_name, name, sigma):
     for seed in (0, 1):  # two different predictions
         net = LinearNet(10 + seed)
         with torch.no_grad():
-            loss = Objective(process, name, "vlb", sigma=sigma)(net, x0, t, eps)["loss"]
-            mse, pred, x_t, denoiser = eps_mse_of(net, name, process, x0, t, eps, sigma)
+            loss = Objective(process, name, "vlb", Sigma=Sigma)(net, x0, t, eps)["loss"]
+            mse, pred, x_t, denoiser = eps_mse_of(net, name, process, x0, t, eps, Sigma)
             full = vlb_term(denoiser, x0, x_t, t, pred)
         # the Objective's t >= 1 path (weighted MSE + constant) is the full Gaussian KL; t = 0 is L_0
         torch.testing.assert_close(loss, full, rtol=1e-7, atol=1e-9)
-        w = weight_table("vlb", process, param, sigma=sigma)[t]
+        w = weight_table("vlb", process, param, Sigma=Sigma)[t]
         residuals.append((loss - w * mse)[t > 0])
         sizes.append(loss[t > 0].abs())
     # Rounding: the residual is a difference of terms as large as the loss (1e7 for mu on VE,
@@ -208,11 +208,11 @@ def test_vlb_fixed_sigma_equals_full_kl(proc_name, name, sigma):
     atol = 1e-12 + 1e-14 * (sizes[0] + sizes[1])
     # prediction-independent constant: the KL between the two variances
     assert bool(((residuals[0] - residuals[1]).abs() <= atol).all())
-    s2 = reverse_variance_table(process, sigma)[t[t > 0]]
+    s2 = reverse_variance_table(process, Sigma)[t[t > 0]]
     q = process.beta_tilde[t[t > 0]]
     const = 0.5 * (s2.log() - q.log() + q / s2 - 1) / LN2
     assert bool(((residuals[0] - const).abs() <= 1e-7 * const + atol).all())
-    if sigma == "fixed_small":  # the VLB is exactly sum_t w |eps - eps_hat|^2 for t >= 1
+    if Sigma == "fixed_small":  # the VLB is exactly sum_t w |eps - eps_hat|^2 for t >= 1
         assert bool((residuals[0].abs() <= atol).all())
     else:
         assert bool((const >= 0).all()) and float(const.max()) > 1e-5  # s^2 = beta > beta_tilde
@@ -246,7 +246,7 @@ def test_vlb_t0_is_decoder_nll():
     net = LinearNet(6)
     for levels in (None, 17):
         with torch.no_grad():
-            loss = Objective(process, "eps", "vlb", sigma="fixed_small", levels=levels)(net, x0, t, eps)["loss"]
+            loss = Objective(process, "eps", "vlb", Sigma="fixed_small", levels=levels)(net, x0, t, eps)["loss"]
             _, pred, x_t, _ = eps_mse_of(net, "eps", process, x0, t, eps, "fixed_small")
         log_var = process.beta_tilde[1].log().expand_as(x0)  # the clipped log-variance at t = 0
         mean = pred.x0  # posterior mean at t = 0 is x0_hat itself
@@ -269,7 +269,7 @@ def test_decoder_cdf_setting_reaches_only_the_t0_term():
     t = torch.cat([torch.zeros(8, dtype=torch.long), torch.randint(1, process.T, (8,), generator=g)])
     net = LinearNet(6, out_channels=2 * D)
     with torch.no_grad():
-        exact, tanh = (Objective(process, "eps", "vlb", sigma="learned_range", levels=17, decoder_cdf=cdf)(
+        exact, tanh = (Objective(process, "eps", "vlb", Sigma="learned_range", levels=17, decoder_cdf=cdf)(
             net, x0, t, eps)["loss"] for cdf in ("erf", "tanh"))
     torch.testing.assert_close(tanh[8:], exact[8:], rtol=0, atol=0)
     assert bool((tanh[:8] != exact[:8]).any())
@@ -282,14 +282,14 @@ def test_decoder_cdf_setting_reaches_only_the_t0_term():
         Objective(process, "eps", "vlb", decoder_cdf="logistic")
 
 
-@pytest.mark.parametrize("sigma", ["learned_range", "learned"])
-def test_vlb_with_learned_sigma_is_full_kl(sigma):
+@pytest.mark.parametrize("Sigma", ["learned_range", "learned"])
+def test_vlb_with_learned_sigma_is_full_kl(Sigma):
     process = PROCESSES["vp_linear"]
     t, x0, eps = draw(process, 7)
     net = LinearNet(7, out_channels=2 * D)
     with torch.no_grad():
-        loss = Objective(process, "eps", "vlb", sigma=sigma)(net, x0, t, eps)["loss"]
-        denoiser = Denoiser(net, "eps", process, sigma)
+        loss = Objective(process, "eps", "vlb", Sigma=Sigma)(net, x0, t, eps)["loss"]
+        denoiser = Denoiser(net, "eps", process, Sigma)
         x_t = process.q_sample(x0, t, eps)
         full = vlb_term(denoiser, x0, x_t, t)
     torch.testing.assert_close(loss, full, rtol=1e-9, atol=0)
@@ -319,18 +319,18 @@ def test_adaptive_at_init_is_eps_weighting(name):
 
 
 # ----- learned Sigma: hybrid objective ------------------------------------------------------------------
-@pytest.mark.parametrize("sigma", ["learned_range", "learned"])
+@pytest.mark.parametrize("Sigma", ["learned_range", "learned"])
 @pytest.mark.parametrize("name, weighting", [("eps", "eps"), ("x0", "native"), ("v", "min_snr")])
-def test_hybrid_term_value_and_gradient(name, weighting, sigma):
+def test_hybrid_term_value_and_gradient(name, weighting, Sigma):
     process = PROCESSES["vp_linear"]
     param = PARAMETERIZATIONS[name]
     t, x0, eps = draw(process, 9)
     net = LinearNet(9, out_channels=2 * D)
-    objective = Objective(process, name, weighting, sigma=sigma)
+    objective = Objective(process, name, weighting, Sigma=Sigma)
     total = objective(net, x0, t, eps)["loss"]
     out = net.last_out
     # the same value from the pieces: w * eps-MSE + lambda * T * L_t (mean detached)
-    denoiser = Denoiser(net, name, process, sigma)
+    denoiser = Denoiser(net, name, process, Sigma)
     x_t = process.q_sample(x0, t, eps)
     with torch.no_grad():
         pred = denoiser(x_t, t)
@@ -431,4 +431,4 @@ def test_objective_rejects_bad_options():
     with pytest.raises(ValueError, match="vlb_scale"):
         Objective(p, "eps", "vlb", vlb_scale="nichol")
     with pytest.raises(ValueError, match="Sigma"):
-        Objective(p, "eps", "eps", sigma="fixed_medium")
+        Objective(p, "eps", "eps", Sigma="fixed_medium")

@@ -112,7 +112,7 @@ def shrunk_paper_config(cifar_dir, weights):
 # ----- the paper config ----------------------------------------------------------------------
 def test_paper_config_is_ddpm_table2():
     params = parse(PAPER)
-    assert {(c.parameterization, c.weighting, c.sigma) for c in params.cells.values()} == TABLE2
+    assert {(c.parameterization, c.weighting, c.Sigma) for c in params.cells.values()} == TABLE2
     assert (params.data.name, params.data.heldout_fraction, params.data.random_flip) == ("cifar10", 0, True)
     t = params.train
     assert (t.steps, t.batch_size, t.lr, t.warmup, t.grad_clip, t.ema_decay) == (800000, 128, 2e-4, 5000, 1.0, 0.9999)

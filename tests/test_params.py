@@ -52,13 +52,13 @@ CASES = [
     ("cells.eps-eps.train", {"lr": "1e-3"}, "cells.eps-eps.train.lr: expected a number, got '1e-3'"),
     ("cells.eps-eps.train", {"compile": "yes"}, "cells.eps-eps.train.compile: expected true or false"),
     ("cells.eps-eps.train", {"lr": float("nan")}, "cells.eps-eps.train.lr: must be a finite number, got nan"),
-    ("cells.eps-eps", {"parameterization": "eps", "weighting": "eps", "sigma": "learned",
+    ("cells.eps-eps", {"parameterization": "eps", "weighting": "eps", "Sigma": "learned",
                        "train": {"hybrid_lambda": 0}},
-     "cells.eps-eps.train.hybrid_lambda: 0 leaves the learned Sigma head of cells.eps-eps (sigma: learned, "
+     "cells.eps-eps.train.hybrid_lambda: 0 leaves the learned Sigma head of cells.eps-eps (Sigma: learned, "
      "weighting: eps) without gradient; use weighting vlb or hybrid_lambda > 0"),
     ("cells.eps-eps.weighting", "l1", "cells.eps-eps.weighting: unknown value 'l1'"),
     ("cells.eps-eps.parameterization", "noise", "cells.eps-eps.parameterization: unknown value"),
-    ("cells.eps-eps.sigma", "big", "cells.eps-eps.sigma: unknown value"),
+    ("cells.eps-eps.Sigma", "big", "cells.eps-eps.Sigma: unknown value"),
     ("cells.eps-eps.train", {"lr": -1.0}, "cells.eps-eps.train.lr: must be > 0"),
     ("cells.eps-eps.train", {"lrate": 1.0}, "cells.eps-eps.train.lrate: unknown key"),
     ("cells.eps-eps.weighting", DELETE, "cells.eps-eps.weighting: missing key"),
@@ -72,7 +72,7 @@ CASES = [
     ("cells", DELETE, "cells: missing key"),
     ("train", 5, "train: expected a mapping, got 5"),
     ("cells.Bad Id", {"parameterization": "eps", "weighting": "eps"}, "cells.Bad Id: cell ids use"),
-    ("cells.eps-copy", {"parameterization": "eps", "weighting": "eps", "sigma": "fixed_large"},
+    ("cells.eps-copy", {"parameterization": "eps", "weighting": "eps", "Sigma": "fixed_large"},
      "cells.eps-copy: same objective and settings as cells.eps-eps"),
     # A replicate that repeats the resolved seed of another cell is the same run.
     ("cells.eps-eps-s0", {"parameterization": "eps", "weighting": "eps", "train": {"seed": 0}},
@@ -84,8 +84,8 @@ CASES = [
     ("stats.confidence", 0, "stats.confidence: must be > 0, got 0"),  # an int is a float's value, not its type error
     ("metrics.matched_n", 5000, "metrics.matched_n: 5000 is larger than sample.num_samples"),
     ("metrics.draws", 0, "metrics.draws: must be > 0"),
-    ("cells.x0-unc", {"parameterization": "x0", "weighting": "uncertainty", "sigma": "learned"},
-     "cells.x0-unc.sigma: the uncertainty weighting (seed 004) needs a fixed Sigma"),
+    ("cells.x0-unc", {"parameterization": "x0", "weighting": "uncertainty", "Sigma": "learned"},
+     "cells.x0-unc.Sigma: the uncertainty weighting (seed 004) needs a fixed Sigma"),
     ("model.sigma_data", 0.0, "model.sigma_data: must be > 0"),
     ("sample.langevin_steps_per_level", 0, "sample.langevin_steps_per_level: must be > 0"),
     ("sample.sigma_max", 0.0, "sample.sigma_max: must be > 0"),
@@ -329,7 +329,7 @@ def test_a_replicate_with_another_override_is_another_row():
 def one_cell(parameterization, weighting, sigma, hybrid_lambda):
     """The tiny params with a grid of one cell."""
     raw = copy.deepcopy(TINY)
-    raw["cells"] = {"cell": {"parameterization": parameterization, "weighting": weighting, "sigma": sigma,
+    raw["cells"] = {"cell": {"parameterization": parameterization, "weighting": weighting, "Sigma": sigma,
                              "train": {"hybrid_lambda": hybrid_lambda}}}
     raw["stats"]["baseline"] = "cell"
     raw["sampler_study"]["cells"] = ["cell"]
@@ -342,7 +342,7 @@ def head_gradients(params, data_shape=(2,)):
     the objective (the adaptive weightings' u(t) head)."""
     cell = params.cells["cell"]
     process = build_process(params.process)
-    net = build_net(params.model, data_shape, cell.sigma, cell.weighting)
+    net = build_net(params.model, data_shape, cell.Sigma, cell.weighting)
     objective = build_objective(params, "cell", process, levels=None)
     outputs = []
     net.register_forward_hook(lambda module, inputs, output: outputs.append(output))

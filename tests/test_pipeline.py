@@ -126,8 +126,8 @@ def test_sampler_study_points_and_adding_an_nfe_adds_only_its_jobs(snakemake_pro
 def test_changing_one_cell_reruns_that_cell_only(snakemake_project):
     p = snakemake_project
     text = (p / "params.yaml").read_text()
-    text = text.replace("eps-vlb:  {parameterization: eps, weighting: vlb, sigma: fixed_large}",
-                        "eps-vlb:  {parameterization: eps, weighting: vlb, sigma: fixed_large, train: {lr: 5.0e-4}}")
+    text = text.replace("eps-vlb:  {parameterization: eps, weighting: vlb, Sigma: fixed_large}",
+                        "eps-vlb:  {parameterization: eps, weighting: vlb, Sigma: fixed_large, train: {lr: 5.0e-4}}")
     (p / "params.yaml").write_text(text)
     jobs = planned_jobs(p)
     assert jobs.pop("train") == ["eps-vlb"]
@@ -158,7 +158,7 @@ def test_readme_walkthrough_adds_a_weighting(tmp_path, tiny_params):
     text = text.replace('    "trunc_snr": _trunc_snr,\n', '    "trunc_snr": _trunc_snr,\n    "sqrt_snr": _sqrt_snr,\n', 1)
     source.write_text(text)
     params = (project / "params.yaml").read_text()
-    params = params.replace("cells:\n", "cells:\n  v-sqrt_snr:  {parameterization: v, weighting: sqrt_snr, sigma: fixed_large}\n", 1)
+    params = params.replace("cells:\n", "cells:\n  v-sqrt_snr:  {parameterization: v, weighting: sqrt_snr, Sigma: fixed_large}\n", 1)
     (project / "params.yaml").write_text(params)
     assert "v-sqrt_snr" in planned_jobs(project)["train"]
     run([tool("snakemake"), "--cores", "2"], cwd=project)

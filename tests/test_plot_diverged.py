@@ -27,7 +27,7 @@ def diverged_inputs(config, root):
     profiles, one note image per cell. Returns the stage's arguments."""
     params = load(config)
     base = [{"cell": c, "parameterization": cell.parameterization, "weighting": cell.weighting,
-             "sigma": cell.sigma, "status": "diverged"} for c, cell in params.cells.items()]
+             "Sigma": cell.Sigma, "status": "diverged"} for c, cell in params.cells.items()]
     if params.points:
         metrics = pd.DataFrame([{**row, "score": "tweedie", "metric": m, "value": None}
                                 for row in base for m in POINT_METRICS])

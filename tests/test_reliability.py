@@ -81,7 +81,7 @@ def test_identical_objectives_give_identical_weights(project):
     """eps-native and eps-eps are the same objective: the default grid keeps both as a check."""
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["train"]["steps"] = 50
-    raw["cells"]["eps-native"] = {"parameterization": "eps", "weighting": "native", "sigma": "fixed_large"}
+    raw["cells"]["eps-native"] = {"parameterization": "eps", "weighting": "native", "Sigma": "fixed_large"}
     (project / "same.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     for cell in ("eps-native", "eps-eps"):
         run(train_cmd(cell, cell)[:3] + ["--params", "same.yaml"] + train_cmd(cell, cell)[3:], cwd=project)

@@ -77,8 +77,8 @@ class MixtureNet(nn.Module):
         return (x_t - a * x0) / s
 
 
-def denoiser(param="eps", sigma="fixed_small", net=None):
-    return Denoiser(net or GaussianPosteriorMeanNet(param), param, PROCESS, sigma)
+def denoiser(param="eps", Sigma="fixed_small", net=None):
+    return Denoiser(net or GaussianPosteriorMeanNet(param), param, PROCESS, Sigma)
 
 
 # Sampler configurations: (function, kwargs, Sigma used by the Denoiser).
@@ -131,9 +131,9 @@ def exact_moments(monkeypatch, run, max_draws):
 
 
 def run_config(name, batch, generator=None, param="eps", **overrides):
-    fn, kwargs, sigma = CONFIGS[name]
+    fn, kwargs, Sigma = CONFIGS[name]
     kwargs = dict(kwargs, **overrides)
-    return fn(denoiser(param, sigma), (batch, D), generator=generator, dtype=F64, **kwargs)
+    return fn(denoiser(param, Sigma), (batch, D), generator=generator, dtype=F64, **kwargs)
 
 
 def draws(name, **overrides):
@@ -161,7 +161,7 @@ def _ddpm_tables(T=1000):
     return alpha_bar
 
 
-def recursion_ancestral(m, d, steps=None, sigma="fixed_small"):
+def recursion_ancestral(m, d, steps=None, Sigma="fixed_small"):
     """DDPM Algorithm 2 on a respaced grid: x_{t-1} = c0 x0_hat + ct x_t + s_t z."""
     ab_full = _ddpm_tables()
     idx = PROCESS.respace(steps).timesteps.long().tolist() if steps else list(range(1000))
@@ -175,7 +175,7 @@ def recursion_ancestral(m, d, steps=None, sigma="fixed_small"):
         a, s2 = math.sqrt(ab[i]), 1 - ab[i]
         k = d * a / (a * a * d + s2)  # x0_hat = m + k (x - a m)
         gain, offset = c0 * k + ct, c0 * (m - k * a * m)
-        if sigma == "fixed_small":
+        if Sigma == "fixed_small":
             noise = beta * (1 - ab_prev) / (1 - ab[i])
         else:
             noise = beta if i > 0 else None
@@ -259,10 +259,10 @@ def recursion_langevin(m, d, steps, step_size, steps_per_level=5):
 
 
 def recursion(name, m, d, **overrides):
-    _, kwargs, sigma = CONFIGS[name]
+    _, kwargs, Sigma = CONFIGS[name]
     kw = dict(kwargs, **overrides)
     if name.startswith("ancestral"):
-        return recursion_ancestral(m, d, kw.get("steps"), sigma)
+        return recursion_ancestral(m, d, kw.get("steps"), Sigma)
     if name.startswith("ddim"):
         return recursion_ddim(m, d, kw["steps"], kw["eta"])
     if name == "heun":

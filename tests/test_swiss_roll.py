@@ -34,12 +34,12 @@ def test_point_metrics_and_two_scores(swiss_project):
     for m in (dsm, unc):
         assert m["status"] == "ok"
         assert "fid" not in m and m["sw"] > 0 and m["mmd"] == m["mmd"] and m["nll_bpd"] == m["nll_bpd"]
-    assert unc["seed004_sw"] > 0 and "seed004_sw" not in dsm
+    assert unc["uncertainty_sw"] > 0 and "uncertainty_sw" not in dsm
     table = (p / RESULTS / "table.md").read_text()
     assert "SW" in table_rows(table)["cell"] and "FID" not in table.splitlines()[0]
-    assert "x0-uncertainty (seed-004 score)" in table and "held-out real data (floor)" in table
+    assert "x0-uncertainty (uncertainty score)" in table and "held-out real data (floor)" in table
     long = pd.read_csv(p / RESULTS / "metrics.csv")
-    assert set(long.score) == {"tweedie", "seed004"} and set(long.metric) == {"sw", "mmd", "nll_bpd"}
+    assert set(long.score) == {"tweedie", "uncertainty"} and set(long.metric) == {"sw", "mmd", "nll_bpd"}
 
 
 def test_scatter_plots_score_field_and_variance_plot(swiss_project):
@@ -53,7 +53,7 @@ def test_scatter_plots_score_field_and_variance_plot(swiss_project):
     assert (profile.sigma_phi2 > 0).all() and (profile.seed_sigma_phi2 >= profile.s**2 * 0.999).all()
     samples = __import__("torch").load(p / RUNS / "samples/x0-uncertainty.pt", weights_only=True)
     assert samples["samples"].dtype.is_floating_point and samples["samples"].shape == (200, 2)
-    assert samples["samples_seed004"].shape == (200, 2)
+    assert samples["samples_uncertainty"].shape == (200, 2)
 
 
 def test_sampler_study_on_points(swiss_project):

@@ -49,7 +49,8 @@ def replicates(results, cells, metric):
 
 
 def _read(path):
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    # the CSVs' `sigma` column is the reverse-variance choice, our `Sigma`
+    return pd.read_csv(path, dtype=str, keep_default_na=False).rename(columns={"sigma": "Sigma"})
 
 
 def _verdict(diff):
@@ -78,10 +79,10 @@ def ddpm_table2(path):
     Sigma" is our fixed_large (beta_t; it found beta-tilde_t similar), and eps's native loss is
     L_simple, so eps-native maps to the same row as eps-eps."""
     rows = {}
-    for (param, weighting, sigma), group in _read(path).groupby(["parameterization", "weighting", "sigma"],
+    for (param, weighting, Sigma), group in _read(path).groupby(["parameterization", "weighting", "Sigma"],
                                                                  sort=False):
         values = dict(zip(group.metric, group.value))
-        rows[(param, weighting, sigma or "fixed_large")] = (
+        rows[(param, weighting, Sigma or "fixed_large")] = (
             (float(values["is"]), float(values["fid"])) if values.get("fid") else None)
     rows[("eps", "native", "fixed_large")] = rows[("eps", "eps", "fixed_large")]
     return rows
@@ -101,7 +102,7 @@ def ddpm_agreement(params, results, summary, paper):
         cell = params.cells[cells[0]]
         if cell.train.keys() - {"seed"}:
             continue  # a row with other training settings is not the paper's row
-        key = (cell.parameterization, cell.weighting, cell.sigma)
+        key = (cell.parameterization, cell.weighting, cell.Sigma)
         if key not in paper:
             continue
         n_ok = len(replicates(results, cells, "fid"))
@@ -171,7 +172,7 @@ def ddpm_nll_lines(params, results, table1):
     for label, cells in params.replicate_groups().items():
         cell = params.cells[cells[0]]
         key = (cell.parameterization, "eps" if cell.weighting == "native" else cell.weighting)
-        if key in table1 and cell.sigma == "fixed_large" and not cell.train.keys() - {"seed"}:
+        if key in table1 and cell.Sigma == "fixed_large" and not cell.train.keys() - {"seed"}:
             values = [results[c]["nll_bpd"] for c in cells
                       if results[c]["status"] == "ok" and results[c].get("nll_bpd") is not None]
             if len(values) > len(rows.get(key, ("", []))[1]):
@@ -225,7 +226,7 @@ def _groups_by_objective(params):
     out = {}
     for label, cells in params.replicate_groups().items():
         cell = params.cells[cells[0]]
-        if cell.train.keys() - {"seed", "min_snr_gamma"} or cell.sigma != "fixed_large":
+        if cell.train.keys() - {"seed", "min_snr_gamma"} or cell.Sigma != "fixed_large":
             continue
         gamma = params.cell_train(cells[0]).min_snr_gamma if cell.weighting == "min_snr" else None
         out.setdefault((cell.parameterization, cell.weighting, gamma), label)
@@ -383,7 +384,7 @@ def _edm_groups(params):
     out = {}
     for label, cells in params.replicate_groups().items():
         cell, train = params.cells[cells[0]], params.cell_train(cells[0])
-        if cell.train.keys() - {"seed", "timestep_sampler"} or cell.sigma != "fixed_large":
+        if cell.train.keys() - {"seed", "timestep_sampler"} or cell.Sigma != "fixed_large":
             continue
         weighting = "eps" if cell.weighting == "native" and cell.parameterization == "eps" else cell.weighting
         row = next((k for k, v in EDM_ROWS.items()

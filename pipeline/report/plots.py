@@ -33,12 +33,12 @@ def fid_heatmap(metrics, path, metric="fid"):
     on a log colour scale (the grid spans two orders of magnitude). Seed 004's uncertainty
     model gets a second row for its samples drawn with the seed's own score."""
     label = {"fid": "FID", "sw": "sliced Wasserstein-2"}[metric]
-    fid = metrics[metrics.metric.isin([metric, f"seed004_{metric}"])].copy()
-    # images: the seed's score is a metric of its own (seed004_fid); points: a `score` column
-    seed004 = fid.metric.str.startswith("seed004_")
+    fid = metrics[metrics.metric.isin([metric, f"uncertainty_{metric}"])].copy()
+    # images: the seed's score is a metric of its own (uncertainty_fid); points: a `score` column
+    uncertainty = fid.metric.str.startswith("uncertainty_")
     if "score" in fid:
-        seed004 |= fid.score == "seed004"
-    fid["row"] = fid.parameterization + " / " + fid.sigma + seed004.map({False: "", True: " / seed-004 score"})
+        uncertainty |= fid.score == "uncertainty"
+    fid["row"] = fid.parameterization + " / " + fid.Sigma + uncertainty.map({False: "", True: " / uncertainty score"})
     grid = fid.pivot_table(index="row", columns="weighting", values="value", aggfunc="mean")
     values = grid.stack()
     if values.empty:

@@ -20,7 +20,7 @@ METRICS = {
     "nll_bpd": "heldout",
     "nn_ratio": "train", "near_copy_fraction": "train",
 }
-SEED004 = ("isc_mean", "fid", "fid_matched", "kid_mean", "nn_ratio")  # seed 004's own score
+UNCERTAINTY_SCORE = ("isc_mean", "fid", "fid_matched", "kid_mean", "nn_ratio")  # seed 004's own score
 POINT_METRICS = ("sw", "mmd", "nll_bpd")  # 2-D point data
 BEST = ("fid_best", "fid_best_step")  # the lowest FID over EMA snapshots and its step
 
@@ -40,14 +40,14 @@ def collect(params, results):
     for cell_id, cell in params.cells.items():
         result = results[cell_id]
         base = {"cell": cell_id, "group": params.group_of(cell_id), "seed": params.cell_train(cell_id).seed,
-                "parameterization": cell.parameterization, "weighting": cell.weighting, "sigma": cell.sigma,
+                "parameterization": cell.parameterization, "weighting": cell.weighting, "Sigma": cell.Sigma,
                 "status": result["status"], "step": result["step"]}
         for metric, against in METRICS.items():
             rows.append({**base, "metric": metric, "against": against,
                          "n_images": _n_images(metric, result, params), "value": result.get(metric)})
-        for metric in SEED004 if cell.weighting == "uncertainty" else ():
-            rows.append({**base, "metric": f"seed004_{metric}", "against": METRICS.get(metric, "train"),
-                         "n_images": _n_images(metric, result, params), "value": result.get(f"seed004_{metric}")})
+        for metric in UNCERTAINTY_SCORE if cell.weighting == "uncertainty" else ():
+            rows.append({**base, "metric": f"uncertainty_{metric}", "against": METRICS.get(metric, "train"),
+                         "n_images": _n_images(metric, result, params), "value": result.get(f"uncertainty_{metric}")})
         for metric in BEST:  # only with train.eval_every snapshots
             if metric in result:
                 rows.append({**base, "metric": metric, "against": "train" if metric == "fid_best" else "",
@@ -73,7 +73,7 @@ def summarize(params, results):
             values = [results[c].get(metric) for c in ok]
             interval = stats.t_interval([np.nan if v is None else v for v in values], s.confidence)
             row = {"group": label, "cells": " ".join(cells), "parameterization": cell.parameterization,
-                   "weighting": cell.weighting, "sigma": cell.sigma, "overrides": str(overrides or ""),
+                   "weighting": cell.weighting, "Sigma": cell.Sigma, "overrides": str(overrides or ""),
                    "seeds": len(cells), "diverged": len(cells) - len(ok), "metric": metric, "against": against,
                    "n": interval["n"], "mean": interval["mean"], "sd": interval["sd"],
                    "ci_low": interval["low"], "ci_high": interval["high"]}

@@ -54,7 +54,7 @@ def wide_table(params, results, summary, reference, paper):
         cell = params.cells[cells[0]]
         by_metric = {r["metric"]: r for r in summary[summary.group == label].to_dict("records")}
         n_ok = by_metric["fid"]["n"]
-        row = paper.get((cell.parameterization, cell.weighting, cell.sigma), "n/a")
+        row = paper.get((cell.parameterization, cell.weighting, cell.Sigma), "n/a")
         paper_is, paper_fid = ("unstable", "unstable") if row is None else (("", "") if row == "n/a" else row)
         failed = [c for c in cells if results[c]["status"] != "ok"]
         if len(cells) == 1 and failed:
@@ -63,7 +63,7 @@ def wide_table(params, results, summary, reference, paper):
             status = "; ".join(f"{c} {results[c]['status']} at step {results[c]['step']}" for c in failed) or "ok"
         is_base = label == baseline
         lines.append({
-            "cell": label, "param": cell.parameterization, "weighting": cell.weighting, "Sigma": cell.sigma,
+            "cell": label, "param": cell.parameterization, "weighting": cell.weighting, "Sigma": cell.Sigma,
             "n": n_ok,
             "IS": _mean_ci(by_metric, "isc_mean", 2),
             "FID train": _mean_ci(by_metric, "fid", 3),
@@ -175,15 +175,15 @@ def to_latex(table):
     return "\n".join(lines) + "\n"
 
 
-def seed004_lines(params, results):
+def uncertainty_score_lines(params, results):
     """Seed 004's claim under test: the same network sampled with its proposed score."""
     lines = []
     for cell_id, cell in params.cells.items():
         r = results[cell_id]
         if cell.weighting == "uncertainty" and r["status"] == "ok":
             lines.append(f"- {cell_id}: FID {_fmt(r.get('fid'), 3)} with Tweedie's score, "
-                         f"{_fmt(r.get('seed004_fid'), 3)} with seed 004's -(x - mu)/sigma_phi^2 "
-                         f"(IS {_fmt(r.get('isc_mean'))} vs {_fmt(r.get('seed004_isc_mean'))}).")
+                         f"{_fmt(r.get('uncertainty_fid'), 3)} with seed 004's -(x - mu)/sigma_phi^2 "
+                         f"(IS {_fmt(r.get('isc_mean'))} vs {_fmt(r.get('uncertainty_isc_mean'))}).")
     if lines:
         lines.insert(0, "Seed 004's uncertainty model, one network sampled with two scores:")
         lines.append("")
@@ -196,11 +196,11 @@ def point_table(params, results, reference):
     for cell_id, cell in params.cells.items():
         r = results[cell_id]
         ok = r["status"] == "ok"
-        for prefix, label in (("", ""), ("seed004_", " (seed-004 score)")):
+        for prefix, label in (("", ""), ("uncertainty_", " (uncertainty score)")):
             if prefix and cell.weighting != "uncertainty":
                 continue
             lines.append({"cell": cell_id + label, "param": cell.parameterization, "weighting": cell.weighting,
-                          "Sigma": cell.sigma, "SW": _fmt(r.get(prefix + "sw"), 4) if ok else "-",
+                          "Sigma": cell.Sigma, "SW": _fmt(r.get(prefix + "sw"), 4) if ok else "-",
                           "MMD2x1e3": _fmt(r.get(prefix + "mmd"), 3, 1e3) if ok else "-",
                           "NLL": _fmt(r.get("nll_bpd"), 3) if ok else "-",
                           "status": "ok" if ok else f"{r['status']} at step {r['step']}"})
