@@ -92,7 +92,7 @@ def _params_text(name, validate=True):
 
 
 def _dvc_text(name):
-    from .dag import dvc_yaml
+    from .dag_dvc import dvc_yaml
 
     return dvc_yaml(str(params_file(name)))
 

@@ -16,6 +16,7 @@ import yaml
 
 from conftest import ROOT, make_project, run, tool
 from pipeline import dag
+from pipeline import dag_dvc
 from pipeline.provenance import module_path, stage_modules
 
 LOG_REDIRECT = re.compile(r"\s+2>\s*\S+\s*$")
@@ -125,12 +126,12 @@ def test_dry_run_counts(tmp_path):
 
 
 def test_committed_dvc_yaml_is_what_the_stage_table_writes():
-    assert (ROOT / "dvc.yaml").read_text() == dag.dvc_yaml(), "stale dvc.yaml: run `python -m pipeline.dag`"
+    assert (ROOT / "dvc.yaml").read_text() == dag_dvc.dvc_yaml(), "stale dvc.yaml: run `python -m pipeline.dag`"
 
 
 def test_check_mode_names_a_stale_file(tmp_path):
     stale = tmp_path / "dvc.yaml"
-    stale.write_text(dag.dvc_yaml().replace("--threads 2", "--threads 3", 1))
+    stale.write_text(dag_dvc.dvc_yaml().replace("--threads 2", "--threads 3", 1))
     result = run([sys.executable, "-m", "pipeline.dag", str(stale), "--check"], cwd=ROOT, check=False)
     assert result.returncode == 1 and "is not what the stage table makes" in result.stderr
     assert run([sys.executable, "-m", "pipeline.dag", str(stale)], cwd=ROOT).returncode == 0
@@ -139,7 +140,7 @@ def test_check_mode_names_a_stale_file(tmp_path):
 
 def test_no_stage_imports_the_stage_table():
     for stage in dag.STAGES:
-        assert "dag" not in stage_modules(stage.command_module)[0], stage.name
+        assert not {"dag", "dag_dvc", "dag_snakemake"} & stage_modules(stage.command_module)[0], stage.name
 
 
 def test_no_stage_imports_another_stage():
@@ -167,7 +168,7 @@ def test_both_tools_declare_the_tables_params(dvc_stages):
     """DVC's params per stage are the table's (the Snakefile's come from the same entries)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     for stage in dag.STAGES:
-        expected = dag.dvc_params(stage)
+        expected = dag_dvc.dvc_params(stage)
         for declared in (s["params"] for s in dvc_stages.values() if s["name"].split("@")[0] == stage.name):
             if expected == ["*"]:
                 assert declared == {"*"}, stage.name

@@ -25,6 +25,7 @@ import yaml
 import conftest
 from conftest import ROOT, copy_project, init_repos, make_project, table_rows, tool, tool_env
 from pipeline import dag
+from pipeline import dag_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +134,7 @@ def jobs_of(output):
 def expected_jobs(project):
     """{rule: number of jobs} of a run from empty, from the stage table and the grid."""
     config = yaml.safe_load((project / "params.yaml").read_text())
-    per = {None: 1, "cells": len(config["cells"]), "study": len(dag.study_points(config))}
+    per = {None: 1, "cells": len(config["cells"]), "study": len(dag_snakemake.study_points(config))}
     return {stage.name: per[stage.over] for stage in dag.STAGES}
 
 
