@@ -82,6 +82,7 @@ def test_the_committed_experiment_folders_are_current(monkeypatch):
         assert experiments.stale(name) == [], f"run `python -m pipeline.experiments {name}`"
 
 
+@pytest.mark.slow  # a Snakemake/torchrun start: the full suite runs it
 def test_an_unknown_experiment_is_one_line_from_snakemake(tmp_path):
     project = make_project(tmp_path / "p", TINY)
     result = run([tool("snakemake"), "-n", "--cores", "1", "--config", "experiment=nope"], cwd=project, check=False)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, make_project, run, tool
+from conftest import make_project, run, tool
 from pipeline import provenance, workflow
 from pipeline.io import StageError, save_json, save_torch
 from pipeline.params import load, parse
@@ -154,6 +154,7 @@ def test_corrupt_outputs_are_removed_before_planning(tmp_path, capsys):
     assert capsys.readouterr().err.count("truncated or corrupt") == 3
 
 
+@pytest.mark.slow  # a Snakemake/torchrun start: the full suite runs it
 def test_a_yaml_mistake_under_snakemake_is_the_validators_line(tmp_path, tiny_params):
     project = make_project(tmp_path / "p", tiny_params)
     text = (project / "params.yaml").read_text().replace("  steps: 60", "  steps: [60")

@@ -28,7 +28,7 @@ from pipeline import accel, dag
 from pipeline.data import load_cifar10
 from pipeline.io import StageError, load_torch
 from pipeline.metrics import inception
-from pipeline.params import ParamsError, load, parse
+from pipeline.params import ParamsError, parse
 
 PAPER = experiment_params("cifar10")  # configs/cifar10.yaml on top of params.yaml
 TABLE2 = {("mu", "vlb", "learned"), ("mu", "vlb", "fixed_large"), ("mu", "native", "fixed_large"),
@@ -124,6 +124,7 @@ def test_paper_config_is_ddpm_table2():
     assert round(sum(p.numel() for p in net.parameters()) / 1e6, 1) == 35.7  # Ho et al. 2020, App. B
 
 
+@pytest.mark.slow  # a Snakemake/torchrun start: the full suite runs it
 def test_paper_dag_dry_runs_six_train_jobs_in_both_tools(tmp_path):
     project = make_project(tmp_path / "paper", write_params(PAPER, tmp_path / "cifar10.yaml"))
     out = run([tool("snakemake"), "-n", "--forceall", "--cores", "2", "--quiet", "rules"], cwd=project).stdout
@@ -329,6 +330,7 @@ def _assert_same_weights(a, b):
             torch.testing.assert_close(b[key][name], a[key][name], rtol=0, atol=DDP_ATOL, msg=f"{key}.{name}")
 
 
+@pytest.mark.slow  # a Snakemake/torchrun start: the full suite runs it
 def test_ddp_over_gloo_takes_the_steps_of_one_process(tmp_path, tiny_params):
     """train.gpus: 2 on a CPU: the stage relaunches itself under torchrun; the two gloo processes
     draw the same global batch, t and noise, each computes half, and the weights equal a

@@ -294,6 +294,7 @@ def test_stage_refuses_bad_params_before_compute(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # a Snakemake/torchrun start: the full suite runs it
 def test_snakemake_refuses_bad_params_before_any_job(tmp_path, tiny_params):
     project = make_project(tmp_path / "p", tiny_params)
     raw = yaml.safe_load((project / "params.yaml").read_text())
