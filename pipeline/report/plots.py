@@ -28,18 +28,28 @@ def note_figure(path, text):
     plt.close(fig)
 
 
+def heatmap_grid(metrics, metric="fid"):
+    """metrics.csv's `metric` as (parameterization / Sigma) x weighting, mean over seeds. Rows
+    that differ only in other settings (a schedule, gamma, the t sampler) share a square: each
+    is then named by its replicate group rather than averaged with the others."""
+    fid = metrics[metrics.metric.isin([metric, f"uncertainty_{metric}"])].copy()
+    # images: the uncertainty score is a metric of its own (uncertainty_fid); points: a `score` column
+    uncertainty = fid.metric.str.startswith("uncertainty_")
+    if "score" in fid:
+        uncertainty |= fid.score == "uncertainty"
+    fid["row"] = fid.parameterization + " / " + fid.Sigma + uncertainty.map({False: "", True: " / uncertainty score"})
+    if "group" in fid:
+        shared = fid.groupby(["row", "weighting"]).group.transform("nunique") > 1
+        fid.loc[shared, "row"] += " / " + fid.loc[shared, "group"]
+    return fid.pivot_table(index="row", columns="weighting", values="value", aggfunc="mean")
+
+
 def fid_heatmap(metrics, path, metric="fid"):
     """Heatmap of `metric` (FID; `sw` on 2-D points) over (parameterization / Sigma) x weighting,
     on a log colour scale (the grid spans two orders of magnitude). Seed 004's uncertainty
     model gets a second row for its samples drawn with the seed's own score."""
     label = {"fid": "FID", "sw": "sliced Wasserstein-2"}[metric]
-    fid = metrics[metrics.metric.isin([metric, f"uncertainty_{metric}"])].copy()
-    # images: the seed's score is a metric of its own (uncertainty_fid); points: a `score` column
-    uncertainty = fid.metric.str.startswith("uncertainty_")
-    if "score" in fid:
-        uncertainty |= fid.score == "uncertainty"
-    fid["row"] = fid.parameterization + " / " + fid.Sigma + uncertainty.map({False: "", True: " / uncertainty score"})
-    grid = fid.pivot_table(index="row", columns="weighting", values="value", aggfunc="mean")
+    grid = heatmap_grid(metrics, metric)
     values = grid.stack()
     if values.empty:
         note_figure(path, f"{label}: no cell finished (every cell diverged)")
