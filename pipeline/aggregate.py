@@ -5,7 +5,9 @@ One table row per replicate group (cells that differ only in train.seed): the me
 seeds with its t-interval and n, the FID difference to the baseline row with a bootstrap
 interval over seeds and sample resamples, FID/KID against both references, the
 memorization check, floors and ceilings at the matched sample count, the paper's CIFAR-10
-values beside the rows that map and, under the table, how our ordering agrees with theirs.
+values beside the rows that map and, under the table, how our ordering agrees with theirs
+(DDPM, Min-SNR, EDM; Improved DDPM's findings as orderings, its loss noise read from the
+curves stage's losses.csv).
 Seed 004's uncertainty model is also scored on its samples drawn with the seed's proposed
 score (`uncertainty_*` metrics, listed under the table). On 2-D point data the table's columns
 are sliced Wasserstein, MMD^2 and NLL (`point_table`).
@@ -22,6 +24,13 @@ from .params import load_or_exit
 from .report import papers
 from .report.summary import POINT_METRICS, collect, summarize
 from .report.tables import footer, point_table, uncertainty_score_lines, to_latex, to_markdown, wide_table
+
+
+def load_losses(path):
+    """A cell's training-loss log from the curves stage (empty when it diverged before its first log)."""
+    if not path.exists():
+        raise StageError(f"{path}: missing; run the curves stage")
+    return pd.read_csv(path) if path.stat().st_size else pd.DataFrame({"step": [], "loss": []})
 
 
 def load_results(params, metrics_dir):
@@ -49,6 +58,7 @@ def main(argv=None):
     parser.add_argument("--min-snr-table1", required=True, help="papers/: Min-SNR Table 1 (.csv)")
     parser.add_argument("--min-snr-table2", required=True, help="papers/: Min-SNR Table 2 (.csv)")
     parser.add_argument("--edm-table2", required=True, help="papers/: EDM Table 2 (.csv)")
+    parser.add_argument("--losses-dir", required=True, help="the curves stage's folder: <cell>/losses.csv")
     parser.add_argument("--csv", required=True, help="output: long-format metrics (.csv)")
     parser.add_argument("--summary", required=True, help="output: one row per table row and metric (.csv)")
     parser.add_argument("--markdown", required=True, help="output: table (.md)")
@@ -84,6 +94,9 @@ def main(argv=None):
                                              papers.min_snr_table2(args.min_snr_table2))
         if papers.edm_applies(params):
             lines += papers.edm_lines(params, results, papers.edm_table2(args.edm_table2))
+        if papers.iddpm_applies(params):
+            curves = {c: load_losses(Path(args.losses_dir) / c / "losses.csv") for c in params.cells}
+            lines += papers.iddpm_lines(params, results, curves)
         markdown = (to_markdown(table, params, reference) + "\n".join(lines)
                     + "\n\n" + "\n".join(uncertainty_score_lines(params, results)) + footer(results, list(params.cells))
                     + "\n")

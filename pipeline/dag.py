@@ -199,11 +199,12 @@ STAGES = (
         " --heldout {input.heldout} --evaluator {input.evaluator} --evaluator-metrics {input.evaluator_metrics}"
         " --ddpm-table1 {input.ddpm_table1} --ddpm-table2 {input.ddpm_table2}"
         " --min-snr-table1 {input.min_snr_table1} --min-snr-table2 {input.min_snr_table2}"
-        " --edm-table2 {input.edm_table2} --csv {output.csv} --summary {output.summary}"
+        " --edm-table2 {input.edm_table2} --losses-dir {input.losses} --csv {output.csv} --summary {output.summary}"
         " --markdown {output.markdown} --latex {output.latex}",
         inputs={"metrics": Each("{results}/metrics/{cell}.json", "{results}/metrics"),
                 "reference": EVALUATOR["reference"], **DATA, "evaluator": EVALUATOR["evaluator"],
-                "evaluator_metrics": "{results}/evaluator.json", **PAPER_TABLES},
+                "evaluator_metrics": "{results}/evaluator.json", **PAPER_TABLES,
+                "losses": Each("{results}/train/{cell}/losses.csv", "{results}/train")},
         outputs={"csv": Out("{results}/metrics.csv", "result"), "summary": Out("{results}/summary.csv", "result"),
                  "markdown": Out("{results}/table.md", "result", report=("report/table.rst", "Table")),
                  "latex": Out("{results}/table.tex", "result")},

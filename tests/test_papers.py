@@ -4,6 +4,7 @@ sections report a grid that reproduces the paper's claims as agreeing and one th
 them as reversed."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import ROOT, experiment_params
@@ -137,3 +138,59 @@ def test_edm_lines_compare_each_step_with_the_papers_direction(name, column):
     assert step["- D -> E"].endswith("holds")  # lower in both columns of the paper
     assert "ours D minus C +0.500" in step["- C -> D"]
     assert "Spearman rank correlation of mean FID with the paper's over the 3 rows" in text
+
+
+# ----- Improved DDPM ---------------------------------------------------------------------------
+def curve(noise, seed, steps=4000, every=100):
+    """A loss log falling as 1/step, times log-normal noise of std `noise` per logged point."""
+    rng = np.random.default_rng(seed)
+    step = np.arange(every, steps + 1, every)
+    return pd.DataFrame({"step": step, "loss": 10.0 / step * np.exp(rng.normal(0, noise, len(step)))})
+
+
+def test_loss_noise_measures_the_spread_about_the_trend():
+    """A smooth power law has no noise; independent log-normal noise of std s per point is
+    measured as s."""
+    assert papers.loss_noise(curve(0.0, 0)) == pytest.approx(0.0, abs=1e-9)
+    long = curve(0.05, 1, steps=400_000)
+    assert papers.loss_noise(long) == pytest.approx(0.05, rel=0.05)
+    assert np.isnan(papers.loss_noise(pd.DataFrame({"step": [], "loss": []})))  # diverged before its first log
+
+
+@pytest.mark.parametrize("name", ["iddpm_linear", "iddpm_cosine"])
+def test_iddpm_rows_map_in_their_experiments_only(name):
+    iddpm = parse(experiment_params(name))
+    assert papers.iddpm_applies(iddpm) and not papers.edm_applies(iddpm) and not papers.min_snr_applies(iddpm)
+    assert papers._iddpm_groups(iddpm) == {"simple": "eps-simple", "hybrid": "eps-hybrid",
+                                           "vlb": "eps-vlb-importance", "vlb_uniform": "eps-vlb-uniform"}
+    for other in ("edm_vp", "min_snr", "samplers", "ncsn_digits"):
+        assert not papers.iddpm_applies(parse(experiment_params(other)))
+    assert not papers.iddpm_applies(load(ROOT / "params.yaml"))
+
+
+@pytest.mark.parametrize("agree", [True, False])
+def test_iddpm_findings_hold_on_a_grid_that_has_them_and_not_on_one_that_reverses_them(agree):
+    """NLL: vlb < hybrid < simple, FID: vlb worse, hybrid equal to simple, importance-sampled
+    L_vlb smoother: every finding holds; the reversed grid reverses each ordering."""
+    iddpm = parse(experiment_params("iddpm_cosine"))
+    rows = {v: k for k, v in papers._iddpm_groups(iddpm).items()}
+    nll = {"simple": 3.0, "hybrid": 2.5, "vlb": 2.0, "vlb_uniform": 2.1}
+    fid = {"simple": 1.0, "hybrid": 1.0, "vlb": 3.0, "vlb_uniform": 3.5}
+    noise = {"simple": 0.05, "hybrid": 0.05, "vlb": 0.05, "vlb_uniform": 0.3}
+    if not agree:
+        nll = {k: 5.0 - v for k, v in nll.items()}
+        fid = {**fid, "vlb": 0.5}
+        noise = {**noise, "vlb": 0.5, "vlb_uniform": 0.05}
+    row_of = {c: rows[iddpm.group_of(c)] for c in iddpm.cells}
+    results = fake_results(iddpm, lambda c, cell: fid[row_of[c]])
+    for i, c in enumerate(iddpm.cells):
+        results[c]["nll_bpd"] = nll[row_of[c]] + 0.01 * (i % 3)
+    curves = {c: curve(noise[row_of[c]], i) for i, c in enumerate(iddpm.cells)}
+    text = "\n".join(papers.iddpm_lines(iddpm, results, curves))
+    assert "cosine schedule" in text and "| eps-hybrid | L_hybrid" in text
+    findings = {l.split(":")[0]: l for l in text.splitlines() if l.startswith("- ")}
+    assert len(findings) == 6, text
+    for what in ("- L_hybrid's NLL below L_simple's", "- L_vlb's NLL below L_hybrid's", "- L_vlb's NLL below L_simple's",
+                 "- L_vlb's FID worse than L_simple's", "- importance sampling makes L_vlb train with less noise (loss noise, uniform minus importance)"):
+        assert findings[what].endswith("holds" if agree else "reversed"), findings[what]
+    assert findings["- at a similar FID"].endswith("similar (no resolved difference)")

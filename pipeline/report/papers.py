@@ -438,3 +438,102 @@ def edm_lines(params, results, table2):
     lines.append(f"- Spearman rank correlation of mean FID with the paper's over the {k} rows: "
                  f"{'undefined (fewer than 3 rows)' if np.isnan(rho) else f'{rho:+.2f}'}")
     return lines
+
+
+# ----- Improved DDPM (Nichol & Dhariwal 2021) ----------------------------------------------------
+# Its objectives by what our cells train: (weighting, Sigma, timestep sampler), eps prediction.
+# Their numbers are not transcribed (papers/ has none), so their findings are checked as orderings.
+IDDPM_ROWS = {"simple": ("eps", "fixed_large", "uniform"), "hybrid": ("eps", "learned_range", "uniform"),
+              "vlb": ("vlb", "learned_range", "importance"), "vlb_uniform": ("vlb", "learned_range", "uniform")}
+IDDPM_NAMES = {"simple": "L_simple (fixed Sigma = beta)", "hybrid": "L_hybrid = L_simple + 0.001 L_vlb (learned Sigma)",
+               "vlb": "L_vlb, t importance-sampled (learned Sigma)", "vlb_uniform": "L_vlb, t uniform (learned Sigma)"}
+
+
+def _iddpm_groups(params):
+    """{row: replicate group label} for the cells that train an Improved DDPM objective (eps
+    prediction; only seed, t sampler and the VLB's scale may differ from the experiment's)."""
+    out = {}
+    for label, cells in params.replicate_groups().items():
+        cell, train = params.cells[cells[0]], params.cell_train(cells[0])
+        if cell.parameterization != "eps" or cell.train.keys() - {"seed", "timestep_sampler", "vlb_scale"}:
+            continue
+        weighting = "eps" if cell.weighting == "native" else cell.weighting
+        row = next((k for k, v in IDDPM_ROWS.items() if v == (weighting, cell.Sigma, train.timestep_sampler)), None)
+        if row:
+            out.setdefault(row, label)
+    return out
+
+
+def iddpm_applies(params):
+    rows = _iddpm_groups(params)
+    return not params.points and "simple" in rows and len(rows.keys() & {"hybrid", "vlb"}) > 0
+
+
+def loss_noise(losses):
+    """How noisy a training-loss curve is: the standard deviation of log(loss) about a
+    quadratic in log(step), over the second half of training (the logged means of
+    train.log_every steps), so the trend (a power law and its bend) is removed and the
+    estimator's spread remains. NaN when a loss is not positive or fewer than 5 points remain."""
+    late = losses[losses.step > losses.step.max() / 2]
+    step, loss = late.step.to_numpy(dtype=float), late.loss.to_numpy(dtype=float)
+    if len(loss) < 5 or (loss <= 0).any():
+        return float("nan")
+    x, y = np.log(step), np.log(loss)
+    residual = y - np.polyval(np.polyfit(x, y, 2), x)
+    return float(np.sqrt((residual**2).sum() / (len(y) - 3)))
+
+
+def iddpm_lines(params, results, curves):
+    """Improved DDPM's findings on this grid's rows (`curves`: {cell: its losses.csv as a
+    DataFrame}): a table of mean FID, NLL and loss noise over seeds, then each finding with
+    the interval of its difference (FID: bootstrap; NLL and noise: Welch over seeds) and
+    whether it holds, is reversed or unresolved."""
+    groups, rows, s = params.replicate_groups(), _iddpm_groups(params), params.sample
+    ok = {row: [c for c in groups[label] if results[c]["status"] == "ok"] for row, label in rows.items()}
+    nll = {row: [results[c]["nll_bpd"] for c in cells if results[c].get("nll_bpd") is not None] for row, cells in ok.items()}
+    noise = {row: [loss_noise(curves[c]) for c in cells] for row, cells in ok.items()}
+    lines = ["", f"**Improved DDPM** (Nichol & Dhariwal 2021; their findings checked as orderings, their numbers are "
+                 f"not transcribed; {params.process.schedule} schedule, FID against the training set of "
+                 f"{s.num_samples} samples by {s.sampler} with {s.steps} steps, NLL in bits/dim on "
+                 f"{params.metrics.nll_examples} held-out images, {decoder(params)}; loss noise: the standard "
+                 f"deviation of log(training loss) about its trend over the second half):", "",
+             "| row | objective | FID | NLL | loss noise | n |", "|---|---|---|---|---|---|"]
+    for row, label in rows.items():
+        fids = [results[c]["fid"] for c in ok[row] if results[c].get("fid") is not None]
+        lines.append(f"| {label} | {IDDPM_NAMES[row]} | {_fid(np.mean(fids) if fids else None)} | "
+                     f"{np.mean(nll[row]):.3f} | {np.nanmean(noise[row]):.4f} | {len(ok[row])} |"
+                     if fids and nll[row] else f"| {label} | {IDDPM_NAMES[row]} | - | - | - | {len(ok[row])} |")
+    lines.append("")
+
+    def welch(higher, lower, values, what):
+        """`what`: the finding that `higher` has the larger value."""
+        if higher not in rows or lower not in rows:
+            return
+        diff = stats.welch_interval(values[higher], values[lower], params.stats.confidence)
+        verdict = "unresolved (fewer than 2 seeds each)" if np.isnan(diff["low"]) else _verdict(diff)
+        lines.append(f"- {what}: {rows[higher]} minus {rows[lower]} {diff['diff']:+.4f} [{diff['low']:+.4f}, "
+                     f"{diff['high']:+.4f}] (Welch over {diff['n_a']} and {diff['n_b']} seeds): {verdict}")
+
+    def fid(worse, better, what):
+        if worse not in rows or better not in rows:
+            return
+        diff = _compare(params, results, groups[rows[worse]], groups[rows[better]], f"iddpm-{worse}-{better}")
+        if diff is None:
+            lines.append(f"- {what}: a row has no finished cell: nothing to compare")
+        else:
+            lines.append(f"- {what}: {rows[worse]} minus {rows[better]} FID {_interval_text(diff)}")
+
+    welch("simple", "hybrid", nll, "L_hybrid's NLL below L_simple's")
+    if "hybrid" in rows:  # their claim is a similar FID: an unresolved difference is what agrees
+        diff = _compare(params, results, groups[rows["hybrid"]], groups[rows["simple"]], "iddpm-hybrid-simple")
+        if diff is not None:
+            similar = {"holds": "L_hybrid worse", "reversed": "L_hybrid better",
+                       "unresolved": "similar (no resolved difference)"}[diff["verdict"]]
+            lines.append(f"- at a similar FID: {rows['hybrid']} minus {rows['simple']} FID {diff['diff']:+.3f} "
+                         f"[{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {diff['n'][1]} vs {diff['n'][0]} seeds): "
+                         f"{similar}")
+    welch("hybrid", "vlb", nll, "L_vlb's NLL below L_hybrid's")
+    welch("simple", "vlb", nll, "L_vlb's NLL below L_simple's")
+    fid("vlb", "simple", "L_vlb's FID worse than L_simple's")
+    welch("vlb_uniform", "vlb", noise, "importance sampling makes L_vlb train with less noise (loss noise, uniform minus importance)")
+    return lines
