@@ -33,7 +33,7 @@ def build_objective(params, cell_id, process, levels):
                      weighting_space=train.weighting_space, gamma=train.min_snr_gamma,
                      levels=levels, vlb_scale=train.vlb_scale,
                      hybrid_lambda=train.hybrid_lambda, normalize=train.normalize_weights,
-                     sigma_data=params.model.sigma_data, decoder_cdf=params.process.decoder_cdf)
+                     sigma_data=params.model.sigma_data, decoder_cdf=params.cell_process(cell_id).decoder_cdf)
 
 
 def build_timestep_sampler(train, process):
@@ -56,7 +56,7 @@ def load_denoiser(params, state, data_shape, device=torch.device("cpu"), weights
     from . import accel
 
     config = json.loads(state["config"])
-    process = build_process(params.process)
+    process = build_process(params.cell_process(config["cell"]))
     net = build_net(params.model, data_shape, config["Sigma"], config.get("weighting"))
     net.load_state_dict(state["ema"] if weights is None else weights)
     channels_last = accel.uses_channels_last(device, params.model)

@@ -48,7 +48,7 @@ def heldout_nll(params, state, heldout, levels, device=torch.device("cpu")):
     with torch.inference_mode():
         for x0 in chunks:
             bpd.append(vlb_bits_per_dim(denoiser, x0.to(device), generator, levels=levels,
-                                        cdf=params.process.decoder_cdf,
+                                        cdf=params.cell_process(config["cell"]).decoder_cdf,
                                         callback=lambda i, n: bar.update(1))[0].cpu())
     bar.close()
     return float(torch.cat(bpd).mean())

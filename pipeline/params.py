@@ -127,9 +127,15 @@ class Train:
 # A cell's `train:` overrides: any Train key, typed as the field it replaces.
 TrainOverrides = TypedDict("TrainOverrides", typing.get_type_hints(Train, include_extras=True), total=False)
 TrainOverrides.__pydantic_config__ = CONFIG
+# A cell's `process:` overrides: the noise schedule and the decoder's CDF, so one grid can set
+# schedules side by side (Improved DDPM's linear vs cosine); kind, T and the VE range are the
+# experiment's, shared by every cell (the samplers' and the study's step checks read them).
+ProcessOverrides = TypedDict("ProcessOverrides", {"schedule": str, "decoder_cdf": str}, total=False)
+ProcessOverrides.__pydantic_config__ = CONFIG
 
 
-# One cell of the grid, one trained model: `id: {parameterization, weighting, Sigma, train: {...}}`;
+# One cell of the grid, one trained model: `id: {parameterization, weighting, Sigma, train: {...},
+# process: {...}}`;
 # a seed replicate overrides train.seed alone and has the id suffix `-sN` (`eps-eps-s1`).
 @section
 class Cell:
@@ -137,6 +143,7 @@ class Cell:
     weighting: str
     Sigma: str = "fixed_large"
     train: TrainOverrides = dataclasses.field(default_factory=dict)
+    process: ProcessOverrides = dataclasses.field(default_factory=dict)
 
 
 @section
@@ -227,6 +234,10 @@ class Params:
         """The training settings of one cell: `train` with the cell's overrides applied."""
         return dataclasses.replace(self.train, **self.cells[cell_id].train)
 
+    def cell_process(self, cell_id):
+        """The forward process of one cell: `process` with the cell's overrides applied."""
+        return dataclasses.replace(self.process, **self.cells[cell_id].process)
+
     def cell_sample_seed(self, cell_id):
         """A replicate's seed also moves its sampling noise: models trained from different
         seeds map the same noise to similar images, which would hide part of the spread."""
@@ -238,6 +249,7 @@ class Params:
         groups = {}
         for cell_id, cell in self.cells.items():
             overrides = tuple(sorted((k, v) for k, v in cell.train.items() if k != "seed"))
+            overrides += tuple(sorted((f"process.{k}", v) for k, v in cell.process.items()))
             groups.setdefault((cell.parameterization, cell.weighting, cell.Sigma, overrides), []).append(cell_id)
         labels = {}
         for ids in groups.values():
@@ -262,6 +274,7 @@ def _choices():
              "timestep_sampler": TIMESTEP_SAMPLERS, "device": DEVICES, "precision": PRECISIONS}
     return {"Data": {"name": DATASETS}, "Model": {"net": NETWORKS}, "Train": train, "TrainOverrides": train,
             "Process": {"kind": PROCESSES, "schedule": SCHEDULES, "decoder_cdf": NORMAL_CDFS},
+            "ProcessOverrides": {"schedule": SCHEDULES, "decoder_cdf": NORMAL_CDFS},
             "Cell": {"parameterization": PARAMETERIZATIONS, "weighting": WEIGHTINGS, "Sigma": SIGMAS},
             "Sample": {"sampler": SAMPLERS, "device": DEVICES}, "SamplerStudy": {"samplers": SAMPLERS},
             "Metrics": {"feature_extractor": FEATURE_EXTRACTORS, "device": DEVICES}}
@@ -356,7 +369,8 @@ def _check_cells(p, choices):
         if not CELL_ID.match(cell_id):
             lines.append(f"{path}: cell ids use a-z, 0-9, '_' and '-' only")
             continue
-        unknown = _unknown(vars(cell), choices["Cell"], path) + _unknown(cell.train, choices["Train"], f"{path}.train")
+        unknown = (_unknown(vars(cell), choices["Cell"], path) + _unknown(cell.train, choices["Train"], f"{path}.train")
+                   + _unknown(cell.process, choices["Process"], f"{path}.process"))
         lines += unknown
         train = p.cell_train(cell_id)
         if cell.train.keys() & {"batch_size", "gpus"}:
@@ -380,7 +394,8 @@ def _check_cells(p, choices):
                          f"{train.seed}; add train: {{seed: {replicate.group(1)}}}")
         # Resolved settings, so a replicate that repeats another cell's seed is caught too.
         signature = (cell.parameterization, cell.weighting, cell.Sigma,
-                     tuple(sorted(dataclasses.asdict(train).items())))
+                     tuple(sorted(dataclasses.asdict(train).items())),
+                     tuple(sorted(dataclasses.asdict(p.cell_process(cell_id)).items())))
         if signature in seen:
             lines.append(f"{path}: same objective and settings as cells.{seen[signature]}")
         seen.setdefault(signature, cell_id)
@@ -597,7 +612,7 @@ def main(argv=None):
         return
     params = load_or_exit(args.params)
     for cell_id, cell in params.cells.items():
-        extra = f" train={cell.train}" if cell.train else ""
+        extra = (f" train={cell.train}" if cell.train else "") + (f" process={cell.process}" if cell.process else "")
         print(f"{cell_id}: {cell.parameterization} / {cell.weighting} / {cell.Sigma}{extra}")
     print(f"{len(params.cells)} cells; {args.params} is valid")
     if args.stamp:  # the same bytes whatever the params: a valid edit alone reruns nothing downstream

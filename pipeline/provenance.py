@@ -165,7 +165,7 @@ def model_record(params, cell_id, data):
     cell = params.cells[cell_id]
     settings = {"cell": cell_id, "parameterization": cell.parameterization, "weighting": cell.weighting,
                 "Sigma": cell.Sigma, "train": _asdict(params.cell_train(cell_id)),
-                "model": _asdict(params.model), "process": _asdict(params.process), "data": _asdict(params.data)}
+                "model": _asdict(params.model), "process": _asdict(params.cell_process(cell_id)), "data": _asdict(params.data)}
     return record("train", settings, {"data": data})
 
 

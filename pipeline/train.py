@@ -49,10 +49,10 @@ def cell_config(params, cell_id, data_shape):
     """Everything that determines a cell's training run; stored in its files."""
     return {
         "cell": cell_id,
-        **{k: v for k, v in dataclasses.asdict(params.cells[cell_id]).items() if k != "train"},
+        **{k: v for k, v in dataclasses.asdict(params.cells[cell_id]).items() if k not in ("train", "process")},
         "train": dataclasses.asdict(params.cell_train(cell_id)),
         "model": dataclasses.asdict(params.model),
-        "process": dataclasses.asdict(params.process),
+        "process": dataclasses.asdict(params.cell_process(cell_id)),
         "data": {"name": params.data.name, "shape": list(data_shape)},
     }
 
@@ -124,7 +124,7 @@ def train_cell(params, cell_id, data, checkpoint_path, progress=True, runtime=No
     key = made_by["id"]
 
     torch.manual_seed(train.seed)
-    process = build_process(params.process)
+    process = build_process(params.cell_process(cell_id))
     net = build_net(params.model, x_all.shape[1:], cell.Sigma, cell.weighting).to(rt.device)
     channels_last = accel.uses_channels_last(rt.device, params.model)
     if channels_last:

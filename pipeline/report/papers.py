@@ -100,8 +100,8 @@ def ddpm_agreement(params, results, summary, paper):
     mapped, unstable = {}, []
     for label, cells in params.replicate_groups().items():
         cell = params.cells[cells[0]]
-        if cell.train.keys() - {"seed"}:
-            continue  # a row with other training settings is not the paper's row
+        if cell.train.keys() - {"seed"} or cell.process:
+            continue  # a row with other training or process settings is not the paper's row
         key = (cell.parameterization, cell.weighting, cell.Sigma)
         if key not in paper:
             continue
@@ -172,7 +172,7 @@ def ddpm_nll_lines(params, results, table1):
     for label, cells in params.replicate_groups().items():
         cell = params.cells[cells[0]]
         key = (cell.parameterization, "eps" if cell.weighting == "native" else cell.weighting)
-        if key in table1 and cell.Sigma == "fixed_large" and not cell.train.keys() - {"seed"}:
+        if key in table1 and cell.Sigma == "fixed_large" and not cell.train.keys() - {"seed"} and not cell.process:
             values = [results[c]["nll_bpd"] for c in cells
                       if results[c]["status"] == "ok" and results[c].get("nll_bpd") is not None]
             if len(values) > len(rows.get(key, ("", []))[1]):
@@ -226,7 +226,7 @@ def _groups_by_objective(params):
     out = {}
     for label, cells in params.replicate_groups().items():
         cell = params.cells[cells[0]]
-        if cell.train.keys() - {"seed", "min_snr_gamma"} or cell.Sigma != "fixed_large":
+        if cell.train.keys() - {"seed", "min_snr_gamma"} or cell.Sigma != "fixed_large" or cell.process:
             continue
         gamma = params.cell_train(cells[0]).min_snr_gamma if cell.weighting == "min_snr" else None
         out.setdefault((cell.parameterization, cell.weighting, gamma), label)
@@ -384,7 +384,7 @@ def _edm_groups(params):
     out = {}
     for label, cells in params.replicate_groups().items():
         cell, train = params.cells[cells[0]], params.cell_train(cells[0])
-        if cell.train.keys() - {"seed", "timestep_sampler"} or cell.Sigma != "fixed_large":
+        if cell.train.keys() - {"seed", "timestep_sampler"} or cell.Sigma != "fixed_large" or cell.process:
             continue
         weighting = "eps" if cell.weighting == "native" and cell.parameterization == "eps" else cell.weighting
         row = next((k for k, v in EDM_ROWS.items()

@@ -68,7 +68,8 @@ def summarize(params, results):
     for label, cells in groups.items():
         cell = params.cells[cells[0]]
         ok = [c for c in cells if results[c]["status"] == "ok"]
-        overrides = {k: v for k, v in cell.train.items() if k != "seed"}
+        overrides = {**{k: v for k, v in cell.train.items() if k != "seed"},
+                     **{f"process.{k}": v for k, v in cell.process.items()}}
         for metric, against in METRICS.items():
             values = [results[c].get(metric) for c in ok]
             interval = stats.t_interval([np.nan if v is None else v for v in values], s.confidence)
