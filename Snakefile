@@ -1,16 +1,10 @@
-# The experiment DAG, built from the stage table (pipeline/dag.py: commands, inputs, outputs,
-# params, threads, resources), which also writes dvc.yaml: validate -> prepare -> evaluator ->
-# reference; per grid cell train -> curves and train -> sample -> evaluate, then aggregate ->
-# plot; the sampler study samples trained cells once per (cell, sampler, NFE) of
-# `sampler_study` and ends in sampler_table. All settings live in params.yaml, validated here
-# before any job runs (with `--config`/`--configfile` values on top, which the stages then read
-# too: pipeline/workflow.py). `--config experiment=NAME` runs configs/NAME.yaml's experiment
-# from its folder experiments/NAME/ (pipeline/experiments.py). Each rule's `params:` names
-# every section it depends on, transitively (sampling and scoring depend on the cell's
-# training settings), and `rule all` asks for every artifact, so a missing or corrupt intermediate is remade. Every artifact
-# records its fingerprint; aggregate and sampler_table refuse stale inputs
-# (pipeline/provenance.py). GPUs, bf16, DDP and SLURM are params and profile settings
-# (configs/cifar10.yaml, profiles/slurm), never other rules.
+# The experiment DAG, built from the stage table (pipeline/dag.py, which also writes dvc.yaml
+# and says what each stage does). Settings live in params.yaml, validated here before any job
+# runs, with `--config`/`--configfile` values on top (pipeline/workflow.py); `--config
+# experiment=NAME` runs configs/NAME.yaml from experiments/NAME/ (pipeline/experiments.py).
+# `rule all` asks for every artifact, so a missing or corrupt intermediate is remade; every
+# artifact records its fingerprint, and aggregate and sampler_table refuse stale inputs
+# (pipeline/provenance.py). GPUs, bf16, DDP and SLURM are params and profile settings.
 import sys
 
 from snakemake_interface_executor_plugins.settings import ExecMode

@@ -42,7 +42,7 @@ from .losses import Objective, output_channels
 from .parameterizations import PARAMETERIZATIONS, get_parameterization
 from .process import PROCESSES, SCHEDULES, DiscreteProcess, ve_process, vp_process
 from .samplers import SAMPLERS
-from .timesteps import TIMESTEP_SAMPLERS
+from .timesteps import TIMESTEP_SAMPLERS, TimestepOptions, timestep_sampler
 from .training import EMA, training_step, warmup_lr
 from .weightings import WEIGHTINGS, weight_table
 

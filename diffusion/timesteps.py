@@ -13,14 +13,17 @@ indexed by integer t), draws beyond the process's range to its first or last t. 
 weight stays the weighting's own.
 
 `UniformSampler(T)`, `ImportanceSampler(T, history, uniform_prob)`, `LogNormalSampler(process,
-mean, std)`: the last needs the process's noise levels.
+mean, std)`: the last needs the process's noise levels. `timestep_sampler(name, process,
+TimestepOptions(...))` builds any of them by name with its settings bound once.
 """
 
+import dataclasses
 import math
 
 import torch
 
-__all__ = ["UniformSampler", "ImportanceSampler", "LogNormalSampler", "TIMESTEP_SAMPLERS"]
+__all__ = ["UniformSampler", "ImportanceSampler", "LogNormalSampler", "TIMESTEP_SAMPLERS", "TimestepOptions",
+           "timestep_sampler"]
 
 
 class UniformSampler:
@@ -114,4 +117,24 @@ class LogNormalSampler(UniformSampler):
         return t.to(device), torch.ones(batch_size, device=device)
 
 
-TIMESTEP_SAMPLERS = {"uniform": UniformSampler, "importance": ImportanceSampler, "lognormal": LogNormalSampler}
+@dataclasses.dataclass(frozen=True)
+class TimestepOptions:
+    """The t samplers' settings, bound once: every sampler is built as fn(process, options)."""
+    lognormal_mean: float = -1.2     # EDM's P_mean (Karras et al. 2022, Table 1)
+    lognormal_std: float = 1.2       # EDM's P_std
+    history: int = 10                # importance: losses kept per t (Nichol & Dhariwal 2021)
+    uniform_prob: float = 1e-3       # importance: the uniform floor's mass
+
+
+TIMESTEP_SAMPLERS = {
+    "uniform": lambda process, options: UniformSampler(process.T),
+    "importance": lambda process, options: ImportanceSampler(process.T, options.history, options.uniform_prob),
+    "lognormal": lambda process, options: LogNormalSampler(process, options.lognormal_mean, options.lognormal_std),
+}
+
+
+def timestep_sampler(name, process, options=TimestepOptions()):
+    """The t distribution `name` (a TIMESTEP_SAMPLERS key) for `process`, with its settings."""
+    if name not in TIMESTEP_SAMPLERS:
+        raise ValueError(f"unknown timestep sampler {name!r}; choose from {sorted(TIMESTEP_SAMPLERS)}")
+    return TIMESTEP_SAMPLERS[name](process, options)

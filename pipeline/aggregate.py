@@ -19,18 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 from . import provenance
-from .io import StageError, load_json, load_torch, run_stage, save_text
+from .io import StageError, load_json, load_torch, read_csv, run_stage, save_text
 from .params import load_or_exit
 from .report import papers
 from .report.summary import POINT_METRICS, collect, summarize
 from .report.tables import footer, point_table, uncertainty_score_lines, to_latex, to_markdown, wide_table
-
-
-def load_losses(path):
-    """A cell's training-loss log from the curves stage (empty when it diverged before its first log)."""
-    if not path.exists():
-        raise StageError(f"{path}: missing; run the curves stage")
-    return pd.read_csv(path) if path.stat().st_size else pd.DataFrame({"step": [], "loss": []})
 
 
 def load_results(params, metrics_dir):
@@ -85,9 +78,11 @@ def main(argv=None):
     else:
         long = collect(params, results)
         summary = summarize(params, results)
-        ddpm = papers.ddpm_table2(args.ddpm_table2) if papers.ddpm_applies(params) else {}
+        ddpm = papers.ddpm_table2(args.ddpm_table2)
+        ddpm = ddpm if papers.ddpm_applies(params, ddpm) else {}
         table = wide_table(params, results, summary, reference, ddpm)
         lines = [*papers.ddpm_agreement(params, results, summary, ddpm),
+                 *papers.ddpm_compute_lines(params, results, ddpm),
                  *papers.ddpm_nll_lines(params, results, papers.ddpm_table1(args.ddpm_table1))] if ddpm else []
         if papers.min_snr_applies(params):
             lines += papers.min_snr_sections(params, results, papers.min_snr_table1(args.min_snr_table1),
@@ -95,7 +90,7 @@ def main(argv=None):
         if papers.edm_applies(params):
             lines += papers.edm_lines(params, results, papers.edm_table2(args.edm_table2))
         if papers.iddpm_applies(params):
-            curves = {c: load_losses(Path(args.losses_dir) / c / "losses.csv") for c in params.cells}
+            curves = {c: read_csv(Path(args.losses_dir) / c / "losses.csv", ["step", "loss"]) for c in params.cells}
             lines += papers.iddpm_lines(params, results, curves)
         markdown = (to_markdown(table, params, reference) + "\n".join(lines)
                     + "\n\n" + "\n".join(uncertainty_score_lines(params, results)) + footer(results, list(params.cells))

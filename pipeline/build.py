@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from diffusion import TIMESTEP_SAMPLERS, Denoiser, Objective, output_channels, ve_process, vp_process
+from diffusion import Denoiser, Objective, TimestepOptions, output_channels, timestep_sampler, ve_process, vp_process
 from diffusion.nets import MLP, UNet
 
 
@@ -37,10 +37,9 @@ def build_objective(params, cell_id, process, levels):
 
 
 def build_timestep_sampler(train, process):
-    """The cell's t distribution (train.timestep_sampler); EDM's log-normal takes its two settings."""
-    if train.timestep_sampler == "lognormal":
-        return TIMESTEP_SAMPLERS["lognormal"](process, train.lognormal_mean, train.lognormal_std)
-    return TIMESTEP_SAMPLERS[train.timestep_sampler](process.T)
+    """The cell's t distribution (train.timestep_sampler) with its settings."""
+    return timestep_sampler(train.timestep_sampler, process,
+                            TimestepOptions(lognormal_mean=train.lognormal_mean, lognormal_std=train.lognormal_std))
 
 
 def scores_of(config):

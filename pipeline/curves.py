@@ -5,20 +5,8 @@ cache can store and restore (restored outputs are symlinks into the cache, which
 not see)."""
 
 import argparse
-import csv
-import io as _io
 
-from .io import load_torch, run_stage, save_json, save_text
-
-
-def write_csv(rows, path):
-    """Rows of dicts as a CSV file with a header (empty when there are no rows), atomically."""
-    buf = _io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    save_text(buf.getvalue(), path)
+from .io import load_torch, run_stage, save_json, write_csv
 
 
 def main(argv=None):

@@ -5,9 +5,9 @@ paper's protocol) and the held-out set; FID at the matched n (random subsets, co
 with the reference stage's floors); FID on bootstrap resamples of the samples (torch-fidelity
 on features extracted once) for the aggregate's intervals; the nearest-training-neighbour
 memorization check; and the NLL in bits/dim on held-out data (the full T-step variational
-bound, Ho et al. 2020 Table 1).
-With EMA snapshots from `train.eval_every`, also FID against training step and the best of
-them, the number DDPM reports. Sampling and NLL run on `metrics.device`.
+bound, Ho et al. 2020 Table 1) with its terms summed over ranges of t (where a schedule spends it).
+With EMA snapshots from `train.eval_every`, also FID (and with `metrics.snapshot_nll` the NLL)
+against training step and the best FID of them, the number DDPM reports. Sampling and NLL run on `metrics.device`.
 On 2-D point data the sample metrics are the sliced Wasserstein distance and MMD^2 to the
 training points (pipeline/metrics/distances.py), and the NLL uses a continuous Gaussian decoder.
 Seed 004's uncertainty model also gets its seed-score samples scored, under `uncertainty_<metric>`.
@@ -33,41 +33,61 @@ from .params import load_or_exit
 from .sampling import draw_samples
 
 
-def heldout_nll(params, state, heldout, levels, device=torch.device("cpu")):
-    """Mean VLB (bits/dim) of the EMA model on the first metrics.nll_examples held-out images,
-    sample.batch_size images at a time on `device`."""
+def nll_bins(T):
+    """Edges that split the VLB's T terms (t = 0 is the decoder's, t = T - 1 the last before the
+    prior) into the first and last terms and ranges growing toward the middle, where a
+    schedule's NLL is spent: for T = 1000, 0 | 1-9 | 10-99 | 100-499 | 500-989 | 990-998 | 999."""
+    return sorted({e for e in (0, 1, T // 100, T // 10, T // 2, T - T // 100, T - 1, T) if 0 <= e <= T})
+
+
+def heldout_nll(params, state, heldout, levels, device=torch.device("cpu"), weights=None):
+    """Mean VLB (bits/dim) of the EMA model (or the snapshot `weights`) on the first
+    metrics.nll_examples held-out images, sample.batch_size images at a time on `device`, and
+    its terms summed over the ranges of t of `nll_bins` ({"t=a-b": bits/dim}; the prior term,
+    ~0, is in the total only)."""
     config = json.loads(state["config"])
     x_all = to_model(heldout["images"][: params.metrics.nll_examples], levels)
-    denoiser = load_denoiser(params, state, tuple(x_all.shape[1:]), device)
+    denoiser = load_denoiser(params, state, tuple(x_all.shape[1:]), device, weights=weights)
     generator = torch.Generator(device).manual_seed(params.metrics.seed)
     chunks = torch.split(x_all, params.sample.batch_size)
     T = denoiser.process.T
     bar = tqdm(total=T * len(chunks), desc=f"nll {config['cell']}", mininterval=1.0,
                disable=not sys.stderr.isatty())
-    bpd = []
+    bpd, terms = [], []
     with torch.inference_mode():
         for x0 in chunks:
-            bpd.append(vlb_bits_per_dim(denoiser, x0.to(device), generator, levels=levels,
-                                        cdf=params.cell_process(config["cell"]).decoder_cdf,
-                                        callback=lambda i, n: bar.update(1))[0].cpu())
+            total, per_t = vlb_bits_per_dim(denoiser, x0.to(device), generator, levels=levels,
+                                            cdf=params.cell_process(config["cell"]).decoder_cdf,
+                                            callback=lambda i, n: bar.update(1))
+            bpd.append(total.cpu())
+            terms.append(per_t.cpu())
     bar.close()
-    return float(torch.cat(bpd).mean())
+    mean_t = torch.cat(terms, dim=1).mean(1)
+    edges = nll_bins(T)
+    by_t = {f"t={a}" if b == a + 1 else f"t={a}-{b - 1}": float(mean_t[a:b].sum()) for a, b in zip(edges, edges[1:])}
+    return float(torch.cat(bpd).mean()), by_t
 
 
-def fid_by_step(params, state, reference_images, levels, common, device):
+def fid_by_step(params, state, reference_images, heldout, levels, common, device):
     """FID (and IS) of every EMA snapshot the train stage kept, on metrics.snapshot_samples
-    samples each; a snapshot with non-finite weights scores None."""
+    samples each, and with metrics.snapshot_nll its held-out NLL; a snapshot with non-finite
+    weights scores None."""
     rows = []
     shape = tuple(reference_images.shape[1:])
     for snap in state.get("snapshots", []):
         row = {"step": int(snap["step"]), "fid": None, "isc_mean": None}
+        if params.metrics.snapshot_nll:
+            row["nll_bpd"] = None
         if all(bool(torch.isfinite(v).all()) for v in snap["ema"].values() if v.is_floating_point()):
             samples, _ = draw_samples(params, state, shape, levels, device=device, weights=snap["ema"],
                                    num_samples=params.metrics.snapshot_samples)
             m = compute_metrics(samples, reference_images, **common)
             row.update(fid=m["fid"], isc_mean=m["isc_mean"])
+            if params.metrics.snapshot_nll:
+                row["nll_bpd"] = heldout_nll(params, state, heldout, levels, device, weights=snap["ema"])[0]
         rows.append(row)
-        print(f"{json.loads(state['config'])['cell']}: step {row['step']} FID {row['fid']}", file=sys.stderr)
+        print(f"{json.loads(state['config'])['cell']}: step {row['step']} FID {row['fid']}"
+              + (f" NLL {row['nll_bpd']}" if params.metrics.snapshot_nll else ""), file=sys.stderr)
     return rows
 
 
@@ -105,12 +125,12 @@ def main(argv=None):
         seed = sample_metrics(params, samples["samples_uncertainty"], train, heldout, args.evaluator, args.cache_dir,
                               extractor)
         result.update({f"uncertainty_{k}": v for k, v in seed.items()})
-    result["nll_bpd"] = heldout_nll(params, state, heldout, levels, device)
+    result["nll_bpd"], result["nll_bpd_by_t"] = heldout_nll(params, state, heldout, levels, device)
     if state.get("snapshots") and not params.points:
         common = dict(extractor_weights_path=args.evaluator, cache_root=args.cache_dir,
                       reference_cache_name="train", seed=params.metrics.seed,
                       kid_subset_size=params.metrics.kid_subset_size, **extractor)
-        curve = fid_by_step(params, state, train["images"], levels, common, device)
+        curve = fid_by_step(params, state, train["images"], heldout, levels, common, device)
         scored = [r for r in curve if r["fid"] is not None]
         result["fid_by_step"] = curve
         if scored:

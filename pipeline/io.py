@@ -10,6 +10,8 @@ with `weights_only=True`; JSON keeps its key order.
 """
 
 import contextlib
+import csv
+import io
 import json
 import os
 import sys
@@ -87,6 +89,27 @@ def load_json(path):
 def save_text(text, path):
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_csv(rows, path):
+    """Rows of dicts as a CSV file with a header (empty when there are no rows), atomically."""
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    save_text(buf.getvalue(), path)
+
+
+def read_csv(path, columns=()):
+    """What write_csv wrote, as a DataFrame: an empty file (no rows: a cell that diverged
+    before its first log) reads as an empty table with `columns`; a missing file is a StageError."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path}: file not found")
+    return pd.read_csv(path) if path.stat().st_size else pd.DataFrame({c: [] for c in columns})
 
 
 def save_figure(fig, path, **kwargs):

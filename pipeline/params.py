@@ -190,6 +190,7 @@ class Metrics:
     feature_extractor: str = "classifier"  # or inception-v3-compat (torch-fidelity's)
     inception_weights: Optional[str] = None  # local Inception weights; null: download once
     snapshot_samples: Annotated[int, Ge(10)] = 1000  # samples per EMA snapshot (train.eval_every); IS: 10 splits
+    snapshot_nll: bool = False  # also the held-out NLL of every EMA snapshot (NLL vs training step)
     device: str = "cpu"
 
 

@@ -1,7 +1,8 @@
 """Stage `sampler_table`: the sampler study's points into one long CSV, a Markdown table
 (one row per cell and sampler, one column per NFE) and a seaborn line plot of FID and KID
 (sliced Wasserstein and MMD^2 for 2-D points) against the number of network evaluations,
-with the held-out real data as the floor."""
+with the held-out real data as the floor; on an Improved DDPM grid, its fewer-steps finding
+(papers.iddpm_steps_lines)."""
 
 import argparse
 
@@ -13,6 +14,7 @@ import seaborn as sns  # noqa: E402
 from . import provenance  # noqa: E402
 from .io import load_json, load_torch, run_stage, save_text  # noqa: E402
 from .params import load_or_exit  # noqa: E402
+from .report import papers  # noqa: E402
 from .report.study import collect, line_plot, to_markdown  # noqa: E402
 
 
@@ -46,6 +48,8 @@ def main(argv=None):
              f"{params.sample.langevin_steps_per_level} per level plus a final denoising step)."]
     for metric in metrics[:2]:
         parts += ["", f"### {metric}", "", to_markdown(long, metric, params, floors[metric])]
+    if papers.iddpm_applies(params):
+        parts += papers.iddpm_steps_lines(params, long)
     markdown = "\n".join(parts) + "\n"
     save_text(long.to_csv(index=False), args.csv)
     save_text(markdown, args.markdown)

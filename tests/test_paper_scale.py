@@ -102,7 +102,7 @@ def shrunk_paper_config(cifar_dir, weights):
                         device="cpu", precision="bf16")
     raw["cells"] = {"eps-eps": raw["cells"]["eps-eps"]}
     raw["sample"].update(steps=5, num_samples=10, batch_size=10, device="cpu")
-    raw["metrics"].update(kid_subset_size=10, nll_examples=4, snapshot_samples=10,
+    raw["metrics"].update(kid_subset_size=10, nll_examples=4, snapshot_samples=10, snapshot_nll=True,
                           inception_weights=str(weights), device="cpu", draws=2, resamples=3)
     raw["sampler_study"].update(cells=["eps-eps"], samplers=["ddim"], nfe=[5], num_samples=10)
     raw["stats"].update(bootstrap=50)
@@ -379,7 +379,8 @@ def test_ddp_killed_and_resumed_still_takes_the_steps_of_one_process(tmp_path, t
 def test_compiled_bf16_training_step_runs_on_cpu():
     """torch.compile's graph capture (the eager backend: no C++ toolchain needed) under
     autocast inside the library's training step."""
-    from diffusion import EMA, Objective, TIMESTEP_SAMPLERS, training_step, vp_process
+    from diffusion import EMA, Objective, training_step, vp_process
+    from diffusion.timesteps import UniformSampler
     from diffusion.nets import MLP
 
     torch.manual_seed(0)
@@ -392,7 +393,7 @@ def test_compiled_bf16_training_step_runs_on_cpu():
     generator = torch.Generator().manual_seed(0)
     before = [p.detach().clone() for p in net.parameters()]
     for _ in range(2):
-        loss, _, _ = training_step(net, objective, optimizer, torch.randn(8, 1, 4, 4), TIMESTEP_SAMPLERS["uniform"](50),
+        loss, _, _ = training_step(net, objective, optimizer, torch.randn(8, 1, 4, 4), UniformSampler(50),
                                    generator=generator, ema=ema, forward=forward)
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
@@ -420,8 +421,10 @@ def test_one_cell_end_to_end_through_inception_metrics(tmp_path, cifar_dir, ince
     for key in ("isc_mean", "fid", "kid_mean", "nll_bpd", "fid_best"):
         assert np.isfinite(metrics[key]), key
     assert [r["step"] for r in metrics["fid_by_step"]] == [4] and metrics["fid_best_step"] == 4
+    assert np.isfinite(metrics["fid_by_step"][0]["nll_bpd"])  # metrics.snapshot_nll
+    assert 0 < sum(metrics["nll_bpd_by_t"].values()) <= metrics["nll_bpd"] + 1e-9  # the total adds the prior
     assert "class_fractions" not in metrics  # Inception's classes are not CIFAR-10's
     table = (p / "table.md").read_text()
     assert "eps-eps" in table_rows(table) and "inception-v3-compat" in table
-    assert "fid_best" in (p / "metrics.csv").read_text()  # the best over snapshots, long CSV
+    assert "fid_best" in (p / "metrics.csv").read_text() and "nll_bpd@4" in (p / "metrics.csv").read_text()
     assert not list((tmp_path / "no-hub").rglob("*.pth"))  # nothing was downloaded

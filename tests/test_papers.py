@@ -13,6 +13,7 @@ from pipeline.params import load, parse
 
 TABLE1 = papers.min_snr_table1(ROOT / "papers" / "minsnr_2303.09556_table1_unet.csv")
 TABLE2 = papers.min_snr_table2(ROOT / "papers" / "minsnr_2303.09556_table2_gamma.csv")
+DDPM = papers.ddpm_table2(ROOT / "papers" / "ddpm_2006.11239_table2.csv")
 STEPS = (800, 1600, 2400, 3200, 4000)
 
 
@@ -47,8 +48,8 @@ def test_the_tables_are_read_as_transcribed():
 
 def test_each_table_applies_to_its_papers_process(params):
     default = parse(experiment_params("samplers"))  # the default's process: VP, linear
-    assert papers.ddpm_applies(default) and not papers.min_snr_applies(default)
-    assert papers.min_snr_applies(params) and not papers.ddpm_applies(params)
+    assert papers.ddpm_applies(default, DDPM) and not papers.min_snr_applies(default)
+    assert papers.min_snr_applies(params) and not papers.ddpm_applies(params, DDPM)
 
 
 def test_a_grid_with_the_papers_claims_agrees(params):
@@ -157,40 +158,113 @@ def test_loss_noise_measures_the_spread_about_the_trend():
     assert np.isnan(papers.loss_noise(pd.DataFrame({"step": [], "loss": []})))  # diverged before its first log
 
 
-@pytest.mark.parametrize("name", ["iddpm_linear", "iddpm_cosine"])
-def test_iddpm_rows_map_in_their_experiments_only(name):
-    iddpm = parse(experiment_params(name))
+def test_iddpm_rows_map_per_schedule_in_their_experiment_only():
+    iddpm = parse(experiment_params("iddpm"))
     assert papers.iddpm_applies(iddpm) and not papers.edm_applies(iddpm) and not papers.min_snr_applies(iddpm)
-    assert papers._iddpm_groups(iddpm) == {"simple": "eps-simple", "hybrid": "eps-hybrid",
-                                           "vlb": "eps-vlb-importance", "vlb_uniform": "eps-vlb-uniform"}
+    rows = {"simple": "simple", "hybrid": "hybrid", "vlb": "vlb-importance", "vlb_uniform": "vlb-uniform"}
+    assert papers._iddpm_groups(iddpm) == {**{("linear", r): f"lin-{c}" for r, c in rows.items()},
+                                           **{("cosine", r): f"cos-{c}" for r, c in rows.items()}}
     for other in ("edm_vp", "min_snr", "samplers", "ncsn_digits"):
         assert not papers.iddpm_applies(parse(experiment_params(other)))
     assert not papers.iddpm_applies(load(ROOT / "params.yaml"))
+    # one linear L_simple row maps to DDPM Table 2: no ordering, so no DDPM block
+    assert not papers.ddpm_applies(iddpm, DDPM) and papers.ddpm_applies(load(ROOT / "params.yaml"), DDPM)
 
 
-@pytest.mark.parametrize("agree", [True, False])
-def test_iddpm_findings_hold_on_a_grid_that_has_them_and_not_on_one_that_reverses_them(agree):
-    """NLL: vlb < hybrid < simple, FID: vlb worse, hybrid equal to simple, importance-sampled
-    L_vlb smoother: every finding holds; the reversed grid reverses each ordering."""
-    iddpm = parse(experiment_params("iddpm_cosine"))
+def iddpm_grid(agree):
+    """The iddpm experiment's grid with synthetic results: NLL vlb < hybrid < simple, FID vlb
+    worse and hybrid equal to simple, importance-sampled L_vlb smoother, cosine's NLL lower by
+    0.5 spent at t = 999 (or every ordering reversed); per-t terms that sum to the NLL."""
+    iddpm = parse(experiment_params("iddpm"))
     rows = {v: k for k, v in papers._iddpm_groups(iddpm).items()}
     nll = {"simple": 3.0, "hybrid": 2.5, "vlb": 2.0, "vlb_uniform": 2.1}
     fid = {"simple": 1.0, "hybrid": 1.0, "vlb": 3.0, "vlb_uniform": 3.5}
     noise = {"simple": 0.05, "hybrid": 0.05, "vlb": 0.05, "vlb_uniform": 0.3}
+    cosine = -0.5
     if not agree:
         nll = {k: 5.0 - v for k, v in nll.items()}
         fid = {**fid, "vlb": 0.5}
         noise = {**noise, "vlb": 0.5, "vlb_uniform": 0.05}
-    row_of = {c: rows[iddpm.group_of(c)] for c in iddpm.cells}
-    results = fake_results(iddpm, lambda c, cell: fid[row_of[c]])
+        cosine = +0.5
+    key_of = {c: rows[iddpm.group_of(c)] for c in iddpm.cells}
+    results = fake_results(iddpm, lambda c, cell: fid[key_of[c][1]])
+    curves = {}
     for i, c in enumerate(iddpm.cells):
-        results[c]["nll_bpd"] = nll[row_of[c]] + 0.01 * (i % 3)
-    curves = {c: curve(noise[row_of[c]], i) for i, c in enumerate(iddpm.cells)}
+        schedule, row = key_of[c]
+        last = 0.1 + (cosine if schedule == "cosine" else 0.0) + 0.01 * (i % 3)
+        results[c]["nll_bpd_by_t"] = {"t=0": 0.2, "t=1-998": nll[row] - 0.3, "t=999": last}
+        results[c]["nll_bpd"] = sum(results[c]["nll_bpd_by_t"].values())
+        curves[c] = curve(noise[row], i, steps=20_000)
+    return iddpm, results, curves
+
+
+@pytest.mark.parametrize("agree", [True, False])
+def test_iddpm_findings_hold_on_a_grid_that_has_them_and_not_on_one_that_reverses_them(agree):
+    iddpm, results, curves = iddpm_grid(agree)
     text = "\n".join(papers.iddpm_lines(iddpm, results, curves))
-    assert "cosine schedule" in text and "| eps-hybrid | L_hybrid" in text
+    assert "| cosine | cos-hybrid | L_hybrid" in text and "| linear | lin-simple | L_simple" in text
     findings = {l.split(":")[0]: l for l in text.splitlines() if l.startswith("- ")}
-    assert len(findings) == 6, text
-    for what in ("- L_hybrid's NLL below L_simple's", "- L_vlb's NLL below L_hybrid's", "- L_vlb's NLL below L_simple's",
-                 "- L_vlb's FID worse than L_simple's", "- importance sampling makes L_vlb train with less noise (loss noise, uniform minus importance)"):
-        assert findings[what].endswith("holds" if agree else "reversed"), findings[what]
-    assert findings["- at a similar FID"].endswith("similar (no resolved difference)")
+    assert len(findings) == 6 * 2 + 4, text
+    for schedule in ("linear", "cosine"):
+        for what in ("L_hybrid's NLL below L_simple's", "L_vlb's NLL below L_hybrid's", "L_vlb's NLL below L_simple's",
+                     "L_vlb's FID worse than L_simple's", "importance sampling makes L_vlb train with less noise"):
+            line = next(v for k, v in findings.items() if k.startswith(f"- {what} ({schedule}"))
+            assert line.endswith("holds" if agree else "reversed"), line
+        assert findings[f"- at a similar FID ({schedule})"].endswith("similar (no resolved difference)")
+    for row in ("L_simple", "L_hybrid", "L_vlb, importance", "L_vlb, uniform"):
+        line = findings[f"- the cosine schedule improves NLL ({row})"]
+        assert line.endswith("holds" if agree else "reversed"), line
+    # where in t: every row's difference is at t = 999 alone, and the columns sum to the total
+    table = [l for l in text.splitlines() if l.startswith("| cos-")]
+    assert len(table) == 4 and "| t=0 | t=1-998 | t=999 | total |" in text
+    for line in table:
+        cells = [float(v) for v in line.strip("|").split("|")[1:]]
+        assert cells[:2] == [0.0, 0.0] and cells[2] == pytest.approx(-0.5 if agree else 0.5, abs=1e-9)
+        assert cells[3] == pytest.approx(sum(cells[:3]))
+
+
+def test_iddpm_steps_lines_compare_the_loss_at_fewer_steps_per_seed():
+    """L_simple loses 2.0 FID at 50 steps and 1.0 at 100, L_hybrid 0.5 and 0.25 (linear): the
+    finding holds; on cosine neither loses: unresolved; a grid without the study says nothing."""
+    iddpm = parse(experiment_params("iddpm"))
+    loses = {("lin", "simple"): {50: 2.0, 100: 1.0}, ("lin", "hybrid"): {50: 0.5, 100: 0.25},
+             ("cos", "simple"): {50: 0.0, 100: 0.0}, ("cos", "hybrid"): {50: 0.0, 100: 0.0}}
+    rows = []
+    for i, cell in enumerate(iddpm.sampler_study.cells):
+        schedule, row = cell.split("-")[:2]
+        for nfe in (50, 100, 250):
+            value = 3.0 + loses[schedule, row].get(nfe, 0.0) + 0.1 * (i % 3) + 0.01 * (nfe == 50) * (i % 2)
+            rows.append({"cell": cell, "sampler": "ancestral", "nfe_budget": nfe, "status": "ok",
+                         "metric": "fid", "value": value})
+    text = "\n".join(papers.iddpm_steps_lines(iddpm, pd.DataFrame(rows)))
+    lines = [l for l in text.splitlines() if l.startswith("- ")]
+    assert len(lines) == 4, text
+    linear50 = next(l for l in lines if "at 50 than at 250 ancestral steps (linear)" in l)
+    assert "lin-simple +2.00" in linear50 and "lin-hybrid +0.50" in linear50 and linear50.endswith("holds")
+    assert next(l for l in lines if "(cosine)" in l).endswith("unresolved")
+    empty = pd.DataFrame(rows).assign(status="diverged")
+    assert papers.iddpm_steps_lines(iddpm, empty) == []
+
+
+def test_ddpm_compute_lines_follow_an_ordering_across_snapshots():
+    """ddpm_compute: mu-vlb (the paper's better row, 13.22 < 13.51) worse than eps-vlb early and
+    better late: the per-step verdicts go from reversed to holds; the NLL column shows each
+    snapshot's; a grid without snapshots prints nothing."""
+    grid = parse(experiment_params("ddpm_compute"))
+    steps = range(4000, 40001, 4000)
+    results = {}
+    for i, cell in enumerate(grid.cells):
+        mu = cell.startswith("mu")
+        fid = [3.0 + (2.0 * (20000 - s) / 20000 if mu else 0.0) + 0.01 * i for s in steps]
+        results[cell] = {"status": "ok", "fid": fid[-1], "fid_boot": [fid[-1]] * 10,
+                         "fid_by_step": [{"step": s, "fid": f, "nll_bpd": 4.0 + 0.1 * mu} for s, f in zip(steps, fid)]}
+    text = "\n".join(papers.ddpm_compute_lines(grid, results, DDPM))
+    assert "| step | eps-vlb FID | mu-vlb FID | eps-vlb - mu-vlb | eps-vlb NLL | mu-vlb NLL |" in text, text
+    rows = {int(l.split("|")[1]): l for l in text.splitlines() if l.startswith("| ") and l.split("|")[1].strip().isdigit()}
+    assert sorted(rows) == list(steps)
+    assert rows[4000].split("|")[4].strip().endswith("reversed") and rows[40000].split("|")[4].strip().endswith("holds")
+    assert rows[20000].split("|")[4].strip().endswith("unresolved")  # equal means
+    assert rows[8000].split("|")[6].strip() == "4.100"
+    for r in results.values():
+        del r["fid_by_step"]
+    assert papers.ddpm_compute_lines(grid, results, DDPM) == []

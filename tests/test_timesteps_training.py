@@ -11,7 +11,8 @@ torch.set_num_threads(1)
 from diffusion import Objective  # noqa: E402
 from diffusion.nets import MLP  # noqa: E402
 from diffusion.process import ve_process, vp_process  # noqa: E402
-from diffusion.timesteps import TIMESTEP_SAMPLERS, ImportanceSampler, LogNormalSampler, UniformSampler  # noqa: E402
+from diffusion.timesteps import (TIMESTEP_SAMPLERS, ImportanceSampler, LogNormalSampler, TimestepOptions,  # noqa: E402
+                                 UniformSampler, timestep_sampler)
 from diffusion.training import EMA, training_step, warmup_lr  # noqa: E402
 
 F64 = torch.float64
@@ -36,6 +37,17 @@ def test_uniform_sampler():
     assert t.dtype == torch.long and t.min() >= 0 and t.max() <= 6 and len(set(t.tolist())) == 7
     assert w.dtype == torch.float32 and bool((w == 1).all())
     assert set(TIMESTEP_SAMPLERS) == {"uniform", "importance", "lognormal"}
+
+
+def test_timestep_sampler_builds_each_by_name_with_its_options():
+    process = vp_process("linear", 50)
+    options = TimestepOptions(lognormal_mean=-0.5, lognormal_std=0.3, history=4, uniform_prob=0.01)
+    built = {name: timestep_sampler(name, process, options) for name in TIMESTEP_SAMPLERS}
+    assert type(built["uniform"]) is UniformSampler and built["uniform"].T == 50
+    assert (built["importance"].history, built["importance"].uniform_prob) == (4, 0.01)
+    assert (built["lognormal"].mean, built["lognormal"].std) == (-0.5, 0.3)
+    with pytest.raises(ValueError, match="unknown timestep sampler 'beta'"):
+        timestep_sampler("beta", process)
 
 
 def test_lognormal_maps_log_sigma_to_the_nearest_t():

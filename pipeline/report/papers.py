@@ -1,4 +1,4 @@
-# Long: one section per paper (DDPM, Min-SNR, EDM) on shared comparison helpers.
+# Long: one section per paper (DDPM, Min-SNR, EDM, Improved DDPM) on shared comparison helpers.
 """The papers' published numbers beside ours, for the aggregate stage's table.md.
 
 Every paper value is read from `papers/*.csv` (transcribed and checked twice; papers/SOURCES.md
@@ -18,6 +18,10 @@ paper's number. Which tables apply follows from the grid's process, as the paper
   prediction, L_simple, t uniform), D (+ EDM's preconditioning) and E (+ EDM's loss weight and
   log-normal noise levels), in the process's column (VP or VE): each step's FID difference
   against the paper's direction, and Spearman over the rows (`edm_lines`).
+- Improved DDPM (Nichol & Dhariwal 2021): grids of L_simple, L_hybrid and L_vlb rows, under one
+  schedule or both: its findings as orderings (their numbers are not transcribed): NLL, FID,
+  loss noise, the cosine schedule's NLL with where in t it differs (`iddpm_lines`), and FID
+  at fewer sampling steps from the sampler study (`iddpm_steps_lines`, the sampler_table's).
 
 Our values are 8x8 digits with a small MLP, theirs CIFAR-10 and ImageNet: only orderings are
 compared, never values.
@@ -72,6 +76,35 @@ def _interval_text(diff):
             f"(n = {diff['n'][0]} vs {diff['n'][1]} seeds): {diff['verdict']}")
 
 
+def _welch(higher, lower, confidence):
+    """mean(higher) - mean(lower) over seeds with Welch's interval, and the verdict on the
+    finding that `higher` is the larger."""
+    diff = stats.welch_interval(higher, lower, confidence)
+    return diff, "unresolved (fewer than 2 seeds each)" if np.isnan(diff["low"]) else _verdict(diff)
+
+
+def _welch_text(higher, lower, confidence, digits=3):
+    diff, verdict = _welch(higher, lower, confidence)
+    return (f"{diff['diff']:+.{digits}f} [{diff['low']:+.{digits}f}, {diff['high']:+.{digits}f}] "
+            f"(Welch over {diff['n_a']} and {diff['n_b']} seeds): {verdict}")
+
+
+def _row_groups(params, rows, trains, train_keys, process_keys=()):
+    """{paper row: the first replicate group that trains it}. `rows`: {paper row: what its
+    cells train}; `trains(cell id)`: what a cell trains, in the same terms (None: no row). A
+    group that overrides other train settings than `train_keys`, or other process settings
+    than `process_keys`, trains something else and maps to no row."""
+    out = {}
+    for label, cells in params.replicate_groups().items():
+        cell = params.cells[cells[0]]
+        if cell.train.keys() - set(train_keys) or cell.process.keys() - set(process_keys):
+            continue
+        row = next((r for r, v in rows.items() if v == trains(cells[0])), None)
+        if row is not None:
+            out.setdefault(row, label)
+    return out
+
+
 # ----- DDPM Table 2 ----------------------------------------------------------------------------
 def ddpm_table2(path):
     """Ho et al. 2020, Table 2 (CIFAR-10, unconditional): (parameterization, weighting, Sigma)
@@ -88,8 +121,84 @@ def ddpm_table2(path):
     return rows
 
 
-def ddpm_applies(params):
-    return params.process.kind == "vp" and params.process.schedule == "linear" and not params.points
+def _ddpm_key(params, cells, paper):
+    """The Table 2 row (`paper`: ddpm_table2()'s key) a replicate group trains, or None."""
+    cell = params.cells[cells[0]]
+    if cell.train.keys() - {"seed"} or cell.process:
+        return None  # a row with other training or process settings is not the paper's row
+    key = (cell.parameterization, cell.weighting, cell.Sigma)
+    return key if key in paper else None
+
+
+def ddpm_applies(params, paper):
+    """A linear-schedule VP grid that trains at least two of Table 2's rows with values: one
+    row alone has no ordering to compare."""
+    if params.process.kind != "vp" or params.process.schedule != "linear" or params.points:
+        return False
+    keys = {_ddpm_key(params, cells, paper) for cells in params.replicate_groups().values()} - {None}
+    return len({paper[k] for k in keys if paper[k] is not None}) >= 2
+
+
+def _ddpm_rows(params, results, paper):
+    """({label: {paper FID, row, cells, n}} of the groups that train a Table 2 row with a value,
+    [(label, cells, n)] of those the paper reports as unstable); n: the seeds that finished.
+    eps-native is eps-eps's objective, one paper row: it counts once, with the group of most seeds."""
+    mapped, unstable = {}, []
+    for label, cells in params.replicate_groups().items():
+        key = _ddpm_key(params, cells, paper)
+        if key is None:
+            continue
+        n_ok = len(replicates(results, cells, "fid"))
+        if paper[key] is None:
+            unstable.append((label, cells, n_ok))
+            continue
+        same = next((k for k, v in mapped.items() if v["row"] == paper[key]), None)
+        if same is not None and mapped[same]["n"] >= n_ok:
+            continue
+        mapped.pop(same, None)
+        mapped[label] = {"paper": paper[key][1], "row": paper[key], "cells": cells, "n": n_ok}
+    return mapped, unstable
+
+
+def ddpm_compute_lines(params, results, paper):
+    """With EMA snapshots (train.eval_every): every ordering of Table 2 at every snapshot's
+    step, and the NLL at each step when metrics.snapshot_nll kept it: mean over seeds per row,
+    each pair's difference (worse minus better row by the paper's FID) with Welch's interval
+    over seeds. Does an ordering move toward the paper's with compute?"""
+    mapped, _ = _ddpm_rows(params, results, paper)
+    by_step = {label: {} for label in mapped}  # label -> step -> [(fid, nll) per seed]
+    for label, row in mapped.items():
+        for c in row["cells"]:
+            for snap in results[c].get("fid_by_step", []) if results[c]["status"] == "ok" else ():
+                by_step[label].setdefault(snap["step"], []).append((snap["fid"], snap.get("nll_bpd")))
+    labels = [g for g in mapped if by_step[g]]
+    steps = sorted(set.intersection(*(set(by_step[g]) for g in labels))) if len(labels) >= 2 else []
+    if not steps:
+        return []
+    pairs = [(a, b) if mapped[a]["paper"] < mapped[b]["paper"] else (b, a)
+             for a, b in itertools.combinations(labels, 2) if mapped[a]["paper"] != mapped[b]["paper"]]
+    nll = all(v[1] is not None for g in labels for step in steps for v in by_step[g][step])
+    conf = params.stats.confidence
+
+    def values(label, step, i):
+        return [v[i] for v in by_step[label][step] if v[i] is not None]
+    lines = ["", f"**DDPM Table 2 with compute** (FID against the training set at each EMA snapshot, "
+                 f"{params.metrics.snapshot_samples} samples by {params.sample.sampler} with {params.sample.steps} "
+                 f"steps" + (f"; NLL on {params.metrics.nll_examples} held-out images" if nll else "")
+                 + f"; mean over seeds; each pair the paper orders: worse minus better row, Welch's "
+                 f"{conf:.0%} interval over seeds and whether the paper's ordering holds):", "",
+             "| step | " + " | ".join(f"{g} FID" for g in labels) + "".join(f" | {w} - {b}" for b, w in pairs)
+             + "".join(f" | {g} NLL" for g in labels if nll) + " |",
+             "|---" * (1 + len(labels) * (2 if nll else 1) + len(pairs)) + "|"]
+    for step in steps:
+        means = [_fid(np.mean(values(g, step, 0))) for g in labels]
+        diffs = []
+        for b, w in pairs:
+            diff, verdict = _welch(values(w, step, 0), values(b, step, 0), conf)
+            diffs.append(f"{diff['diff']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}] {verdict}")
+        nlls = [f"{np.mean(values(g, step, 1)):.3f}" for g in labels] if nll else []
+        lines.append(f"| {step} | " + " | ".join(means + diffs + nlls) + " |")
+    return lines
 
 
 def ddpm_agreement(params, results, summary, paper):
@@ -97,24 +206,7 @@ def ddpm_agreement(params, results, summary, paper):
     our bootstrap interval of the difference), Spearman's rank correlation over the rows
     that map, and what became of the rows the paper calls unstable. `paper`: ddpm_table2()."""
     s = params.stats
-    mapped, unstable = {}, []
-    for label, cells in params.replicate_groups().items():
-        cell = params.cells[cells[0]]
-        if cell.train.keys() - {"seed"} or cell.process:
-            continue  # a row with other training or process settings is not the paper's row
-        key = (cell.parameterization, cell.weighting, cell.Sigma)
-        if key not in paper:
-            continue
-        n_ok = len(replicates(results, cells, "fid"))
-        if paper[key] is None:
-            unstable.append((label, cells, n_ok))
-            continue
-        # eps-native is eps-eps's objective, one paper row: count it once, with the row of most seeds.
-        same = next((k for k, v in mapped.items() if v["row"] == paper[key]), None)
-        if same is not None and mapped[same]["n"] >= n_ok:
-            continue
-        mapped.pop(same, None)
-        mapped[label] = {"paper": paper[key][1], "row": paper[key], "cells": cells, "n": n_ok}
+    mapped, unstable = _ddpm_rows(params, results, paper)
     lines = ["", f"**Agreement with DDPM Table 2** (FID against the training set, the paper's protocol; "
                  f"the paper's values are CIFAR-10, so only the ordering is compared). For each pair the "
                  f"paper orders, our difference (worse minus better row) with its "
@@ -182,13 +274,10 @@ def ddpm_nll_lines(params, results, table1):
         return []  # the grid has not both rows (eps-vlb, and eps-eps or eps-native)
     lines = ["", f"**DDPM Table 1, NLL** (bits/dim on {params.metrics.nll_examples} held-out images, "
                  f"{decoder(params)}):", ""]
-    diff = stats.welch_interval(simple[1], vlb[1], params.stats.confidence)
-    verdict = "unresolved (fewer than 2 seeds each)" if np.isnan(diff["low"]) else _verdict(diff)
     return lines + [
         f"- paper: L, fixed Sigma {table1[('eps', 'vlb')]:.2f} < L_simple {table1[('eps', 'eps')]:.2f} (upper bounds, "
         f"CIFAR-10 test set); ours: {vlb[0]} {np.mean(vlb[1]):.3f} vs {simple[0]} {np.mean(simple[1]):.3f}; "
-        f"L_simple minus L {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] (Welch over "
-        f"{len(simple[1])} and {len(vlb[1])} seeds): {verdict}"]
+        f"L_simple minus L {_welch_text(simple[1], vlb[1], params.stats.confidence)}"]
 
 
 # ----- Min-SNR Tables 1 and 2 -------------------------------------------------------------------
@@ -381,17 +470,12 @@ def edm_table2(path, dataset="CIFAR-10 32x32 unconditional"):
 def _edm_groups(params):
     """{row letter: replicate group label} for the cells that train an EDM Table 2 row (the
     first such group of each row; rows with other overrides than seed and sampler do not map)."""
-    out = {}
-    for label, cells in params.replicate_groups().items():
-        cell, train = params.cells[cells[0]], params.cell_train(cells[0])
-        if cell.train.keys() - {"seed", "timestep_sampler"} or cell.Sigma != "fixed_large" or cell.process:
-            continue
+    def trains(c):
+        cell = params.cells[c]
         weighting = "eps" if cell.weighting == "native" and cell.parameterization == "eps" else cell.weighting
-        row = next((k for k, v in EDM_ROWS.items()
-                    if v == (cell.parameterization, weighting, train.timestep_sampler)), None)
-        if row:
-            out.setdefault(row, label)
-    return out
+        return ((cell.parameterization, weighting, params.cell_train(c).timestep_sampler)
+                if cell.Sigma == "fixed_large" else None)
+    return _row_groups(params, EDM_ROWS, trains, {"seed", "timestep_sampler"})
 
 
 def edm_applies(params):
@@ -447,26 +531,28 @@ IDDPM_ROWS = {"simple": ("eps", "fixed_large", "uniform"), "hybrid": ("eps", "le
               "vlb": ("vlb", "learned_range", "importance"), "vlb_uniform": ("vlb", "learned_range", "uniform")}
 IDDPM_NAMES = {"simple": "L_simple (fixed Sigma = beta)", "hybrid": "L_hybrid = L_simple + 0.001 L_vlb (learned Sigma)",
                "vlb": "L_vlb, t importance-sampled (learned Sigma)", "vlb_uniform": "L_vlb, t uniform (learned Sigma)"}
+IDDPM_SHORT = {"simple": "L_simple", "hybrid": "L_hybrid", "vlb": "L_vlb, importance", "vlb_uniform": "L_vlb, uniform"}
 
 
 def _iddpm_groups(params):
-    """{row: replicate group label} for the cells that train an Improved DDPM objective (eps
-    prediction; only seed, t sampler and the VLB's scale may differ from the experiment's)."""
-    out = {}
-    for label, cells in params.replicate_groups().items():
-        cell, train = params.cells[cells[0]], params.cell_train(cells[0])
-        if cell.parameterization != "eps" or cell.train.keys() - {"seed", "timestep_sampler", "vlb_scale"}:
-            continue
+    """{(schedule, row): replicate group label} for the cells that train an Improved DDPM
+    objective (eps prediction; only seed, t sampler, the VLB's scale and the schedule may differ
+    from the experiment's), in grid order."""
+    schedules = dict.fromkeys(params.cell_process(c).schedule for c in params.cells)
+    rows = {(schedule, row): (schedule, *v) for schedule in schedules for row, v in IDDPM_ROWS.items()}
+
+    def trains(c):
+        cell = params.cells[c]
         weighting = "eps" if cell.weighting == "native" else cell.weighting
-        row = next((k for k, v in IDDPM_ROWS.items() if v == (weighting, cell.Sigma, train.timestep_sampler)), None)
-        if row:
-            out.setdefault(row, label)
-    return out
+        return ((params.cell_process(c).schedule, weighting, cell.Sigma, params.cell_train(c).timestep_sampler)
+                if cell.parameterization == "eps" else None)
+    return _row_groups(params, rows, trains, {"seed", "timestep_sampler", "vlb_scale"}, {"schedule"})
 
 
 def iddpm_applies(params):
     rows = _iddpm_groups(params)
-    return not params.points and "simple" in rows and len(rows.keys() & {"hybrid", "vlb"}) > 0
+    return not params.points and any((schedule, "simple") in rows and {(schedule, "hybrid"), (schedule, "vlb")} & rows.keys()
+                                      for schedule, _ in rows)
 
 
 def loss_noise(losses):
@@ -485,55 +571,110 @@ def loss_noise(losses):
 
 def iddpm_lines(params, results, curves):
     """Improved DDPM's findings on this grid's rows (`curves`: {cell: its losses.csv as a
-    DataFrame}): a table of mean FID, NLL and loss noise over seeds, then each finding with
-    the interval of its difference (FID: bootstrap; NLL and noise: Welch over seeds) and
-    whether it holds, is reversed or unresolved."""
+    DataFrame}): a table of mean FID, NLL and loss noise over seeds per schedule and row, each
+    finding within a schedule with the interval of its difference (FID: bootstrap; NLL and
+    noise: Welch over seeds) and whether it holds, is reversed or unresolved; with both
+    schedules, the cosine schedule's NLL against the linear one's, row by row, and where in t
+    the two differ (the NLL's terms over ranges of t, evaluate's nll_bpd_by_t)."""
     groups, rows, s = params.replicate_groups(), _iddpm_groups(params), params.sample
-    ok = {row: [c for c in groups[label] if results[c]["status"] == "ok"] for row, label in rows.items()}
-    nll = {row: [results[c]["nll_bpd"] for c in cells if results[c].get("nll_bpd") is not None] for row, cells in ok.items()}
-    noise = {row: [loss_noise(curves[c]) for c in cells] for row, cells in ok.items()}
+    ok = {key: [c for c in groups[label] if results[c]["status"] == "ok"] for key, label in rows.items()}
+    nll = {key: [results[c]["nll_bpd"] for c in cells if results[c].get("nll_bpd") is not None] for key, cells in ok.items()}
+    noise = {key: [loss_noise(curves[c]) for c in cells] for key, cells in ok.items()}
+    schedules = list(dict.fromkeys(schedule for schedule, _ in rows))
     lines = ["", f"**Improved DDPM** (Nichol & Dhariwal 2021; their findings checked as orderings, their numbers are "
-                 f"not transcribed; {params.process.schedule} schedule, FID against the training set of "
-                 f"{s.num_samples} samples by {s.sampler} with {s.steps} steps, NLL in bits/dim on "
-                 f"{params.metrics.nll_examples} held-out images, {decoder(params)}; loss noise: the standard "
-                 f"deviation of log(training loss) about its trend over the second half):", "",
-             "| row | objective | FID | NLL | loss noise | n |", "|---|---|---|---|---|---|"]
-    for row, label in rows.items():
-        fids = [results[c]["fid"] for c in ok[row] if results[c].get("fid") is not None]
-        lines.append(f"| {label} | {IDDPM_NAMES[row]} | {_fid(np.mean(fids) if fids else None)} | "
-                     f"{np.mean(nll[row]):.3f} | {np.nanmean(noise[row]):.4f} | {len(ok[row])} |"
-                     if fids and nll[row] else f"| {label} | {IDDPM_NAMES[row]} | - | - | - | {len(ok[row])} |")
+                 f"not transcribed; FID against the training set of {s.num_samples} samples by {s.sampler} with "
+                 f"{s.steps} steps, NLL in bits/dim on {params.metrics.nll_examples} held-out images, "
+                 f"{decoder(params)}; loss noise: the standard deviation of log(training loss) about its trend over "
+                 f"the second half):", "",
+             "| schedule | row | objective | FID | NLL | loss noise | n |", "|---|---|---|---|---|---|---|"]
+    for (schedule, row), label in rows.items():
+        fids = [v for v, _ in replicates(results, groups[label], "fid")]
+        values = (f"{_fid(np.mean(fids))} | {np.mean(nll[schedule, row]):.3f} | {np.nanmean(noise[schedule, row]):.4f}"
+                  if fids and nll[schedule, row] else "- | - | -")
+        lines.append(f"| {schedule} | {label} | {IDDPM_NAMES[row]} | {values} | {len(ok[schedule, row])} |")
     lines.append("")
 
     def welch(higher, lower, values, what):
-        """`what`: the finding that `higher` has the larger value."""
-        if higher not in rows or lower not in rows:
-            return
-        diff = stats.welch_interval(values[higher], values[lower], params.stats.confidence)
-        verdict = "unresolved (fewer than 2 seeds each)" if np.isnan(diff["low"]) else _verdict(diff)
-        lines.append(f"- {what}: {rows[higher]} minus {rows[lower]} {diff['diff']:+.4f} [{diff['low']:+.4f}, "
-                     f"{diff['high']:+.4f}] (Welch over {diff['n_a']} and {diff['n_b']} seeds): {verdict}")
+        """`what`: the finding that `higher` (a (schedule, row) key) has the larger value."""
+        if higher in rows and lower in rows:
+            lines.append(f"- {what}: {rows[higher]} minus {rows[lower]} "
+                         f"{_welch_text(values[higher], values[lower], params.stats.confidence, 4)}")
 
-    def fid(worse, better, what):
-        if worse not in rows or better not in rows:
-            return
-        diff = _compare(params, results, groups[rows[worse]], groups[rows[better]], f"iddpm-{worse}-{better}")
-        if diff is None:
-            lines.append(f"- {what}: a row has no finished cell: nothing to compare")
-        else:
-            lines.append(f"- {what}: {rows[worse]} minus {rows[better]} FID {_interval_text(diff)}")
-
-    welch("simple", "hybrid", nll, "L_hybrid's NLL below L_simple's")
-    if "hybrid" in rows:  # their claim is a similar FID: an unresolved difference is what agrees
-        diff = _compare(params, results, groups[rows["hybrid"]], groups[rows["simple"]], "iddpm-hybrid-simple")
-        if diff is not None:
-            similar = {"holds": "L_hybrid worse", "reversed": "L_hybrid better",
-                       "unresolved": "similar (no resolved difference)"}[diff["verdict"]]
-            lines.append(f"- at a similar FID: {rows['hybrid']} minus {rows['simple']} FID {diff['diff']:+.3f} "
-                         f"[{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {diff['n'][1]} vs {diff['n'][0]} seeds): "
-                         f"{similar}")
-    welch("hybrid", "vlb", nll, "L_vlb's NLL below L_hybrid's")
-    welch("simple", "vlb", nll, "L_vlb's NLL below L_simple's")
-    fid("vlb", "simple", "L_vlb's FID worse than L_simple's")
-    welch("vlb_uniform", "vlb", noise, "importance sampling makes L_vlb train with less noise (loss noise, uniform minus importance)")
+    for sc in schedules:
+        welch((sc, "simple"), (sc, "hybrid"), nll, f"L_hybrid's NLL below L_simple's ({sc})")
+        if {(sc, "hybrid"), (sc, "simple")} <= rows.keys():  # the claim is a similar FID: unresolved agrees
+            hybrid, simple = rows[sc, "hybrid"], rows[sc, "simple"]
+            diff = _compare(params, results, groups[hybrid], groups[simple], f"iddpm-hybrid-simple-{sc}")
+            if diff is not None:
+                similar = {"holds": "L_hybrid worse", "reversed": "L_hybrid better",
+                           "unresolved": "similar (no resolved difference)"}[diff["verdict"]]
+                lines.append(f"- at a similar FID ({sc}): {hybrid} minus {simple} FID {diff['diff']:+.3f} "
+                             f"[{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {diff['n'][1]} vs {diff['n'][0]} "
+                             f"seeds): {similar}")
+        welch((sc, "hybrid"), (sc, "vlb"), nll, f"L_vlb's NLL below L_hybrid's ({sc})")
+        welch((sc, "simple"), (sc, "vlb"), nll, f"L_vlb's NLL below L_simple's ({sc})")
+        if {(sc, "vlb"), (sc, "simple")} <= rows.keys():
+            diff = _compare(params, results, groups[rows[sc, "vlb"]], groups[rows[sc, "simple"]], f"iddpm-vlb-simple-{sc}")
+            lines.append(f"- L_vlb's FID worse than L_simple's ({sc}): " + (
+                "a row has no finished cell: nothing to compare" if diff is None else
+                f"{rows[sc, 'vlb']} minus {rows[sc, 'simple']} FID {_interval_text(diff)}"))
+        welch((sc, "vlb_uniform"), (sc, "vlb"), noise,
+              f"importance sampling makes L_vlb train with less noise ({sc}; loss noise, uniform minus importance)")
+    if {"linear", "cosine"} <= set(schedules):
+        for row in IDDPM_ROWS:
+            welch(("linear", row), ("cosine", row), nll, f"the cosine schedule improves NLL ({IDDPM_SHORT[row]})")
+        lines += _nll_by_t_table(results, rows, ok)
     return lines
+
+
+def _nll_by_t_table(results, rows, ok):
+    """Where the two schedules' NLLs differ: for each row on both, the mean over seeds of the
+    NLL's terms summed over ranges of t (evaluate's nll_bpd_by_t), cosine minus linear."""
+    pairs = [row for row in IDDPM_ROWS if ok.get(("linear", row)) and ok.get(("cosine", row))]
+    spans = [list(results[ok["linear", row][0]].get("nll_bpd_by_t", {})) for row in pairs]
+    if not pairs or not spans[0] or any(span != spans[0] for span in spans):
+        return []
+
+    def mean(key, span):
+        return np.mean([results[c]["nll_bpd_by_t"][span] for c in ok[key]])
+    lines = ["", "Where the schedules' NLLs differ: the NLL's terms summed over ranges of t (t = 0 the decoder's, "
+                 "the prior's ~0 left out), mean over seeds, cosine minus linear, bits/dim:", "",
+             "| row | " + " | ".join(spans[0]) + " | total |", "|---" * (len(spans[0]) + 2) + "|"]
+    for row in pairs:
+        diffs = [mean(("cosine", row), span) - mean(("linear", row), span) for span in spans[0]]
+        lines.append(f"| {rows['cosine', row]} - {rows['linear', row]} | "
+                     + " | ".join(f"{d:+.3f}" for d in diffs) + f" | {sum(diffs):+.3f} |")
+    return lines
+
+
+def iddpm_steps_lines(params, study):
+    """Improved DDPM's "a learned Sigma loses less FID with fewer sampling steps" on the sampler
+    study (`study`: the sampler_table's long rows): per schedule and sampler, each seed's FID at
+    fewer steps minus its FID at the most steps, L_simple's against L_hybrid's (Welch over seeds)."""
+    rows, groups = _iddpm_groups(params), params.replicate_groups()
+    fid = study[(study.metric == "fid") & (study.status == "ok")].dropna(subset=["value"])
+    value = {(r.cell, r.sampler, r.nfe_budget): r.value for r in fid.itertuples()}
+    budgets = sorted(fid.nfe_budget.unique())
+    lines = []
+    for schedule in dict.fromkeys(schedule for schedule, _ in rows):
+        if (schedule, "simple") not in rows or (schedule, "hybrid") not in rows:
+            continue
+        for sampler in dict.fromkeys(fid.sampler):
+            most = budgets[-1]
+
+            def loss(row, nfe):
+                cells = groups[rows[schedule, row]]
+                return [value[c, sampler, nfe] - value[c, sampler, most] for c in cells
+                        if (c, sampler, nfe) in value and (c, sampler, most) in value]
+            for nfe in budgets[:-1]:
+                simple, hybrid = loss("simple", nfe), loss("hybrid", nfe)
+                if simple and hybrid:
+                    lines.append(f"- a learned Sigma loses less FID at {nfe} than at {most} {sampler} steps ({schedule}): "
+                                 f"FID({nfe}) - FID({most}) {rows[schedule, 'simple']} {np.mean(simple):+.3f}, "
+                                 f"{rows[schedule, 'hybrid']} {np.mean(hybrid):+.3f}; difference "
+                                 f"{_welch_text(simple, hybrid, params.stats.confidence)}")
+    if not lines:
+        return []
+    return ["", "**Improved DDPM, fewer sampling steps** (Nichol & Dhariwal 2021: a learned Sigma, L_hybrid's, "
+                "loses less FID than L_simple's fixed one when sampling with fewer steps; per seed, FID at fewer "
+                "steps minus FID at the most):", "", *lines]

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..io import save_figure  # noqa: E402
+from ..io import read_csv, save_figure  # noqa: E402
 
 
 def note_figure(path, text):
@@ -143,36 +143,34 @@ def memorization(metrics, reference, path):
 
 
 def _read_csvs(paths):
-    frames = [pd.read_csv(p) for p in paths if Path(p).stat().st_size > 0]
+    frames = [frame for frame in map(read_csv, paths) if not frame.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def loss_curves(loss_paths, path):
-    losses = _read_csvs(loss_paths)
-    if losses.empty:
-        note_figure(path, "training loss: no step logged (every cell diverged before its first log)")
+def _per_cell_lines(frames, x, y, yscale, title, empty, path):
+    """One line per cell of the curves stage's CSVs, or a note when no cell logged a row."""
+    data = _read_csvs(frames)
+    if data.empty:
+        note_figure(path, empty)
         return
     fig, ax = plt.subplots(figsize=(8, 5))
-    sns.lineplot(data=losses, x="step", y="loss", hue="cell", ax=ax, linewidth=1)
-    ax.set_yscale("symlog", linthresh=1e-2)
+    sns.lineplot(data=data, x=x, y=y, hue="cell", ax=ax, linewidth=1)
+    ax.set_yscale(**yscale)
     ax.legend(fontsize=7, ncol=2)
-    ax.set_title("Training loss (each cell's own objective, so scales differ)")
+    ax.set_title(title)
     save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def loss_curves(loss_paths, path):
+    _per_cell_lines(loss_paths, "step", "loss", {"value": "symlog", "linthresh": 1e-2},
+                    "Training loss (each cell's own objective, so scales differ)",
+                    "training loss: no step logged (every cell diverged before its first log)", path)
 
 
 def loss_profiles(profile_paths, path):
-    profile = _read_csvs(profile_paths)
-    if profile.empty:
-        note_figure(path, "per-t loss profile: no cell finished (every cell diverged)")
-        return
-    fig, ax = plt.subplots(figsize=(8, 5))
-    sns.lineplot(data=profile, x="t", y="mse_eps", hue="cell", ax=ax, linewidth=1)
-    ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("Per-t eps-space MSE of the EMA model, |eps - eps_hat|^2")
-    save_figure(fig, path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    _per_cell_lines(profile_paths, "t", "mse_eps", {"value": "log"}, "Per-t eps-space MSE of the EMA model, |eps - eps_hat|^2",
+                    "per-t loss profile: no cell finished (every cell diverged)", path)
 
 
 def fid_by_step(metrics, path):

@@ -52,9 +52,15 @@ def collect(params, results):
             if metric in result:
                 rows.append({**base, "metric": metric, "against": "train" if metric == "fid_best" else "",
                              "n_images": params.metrics.snapshot_samples, "value": result[metric]})
-        for snapshot in result.get("fid_by_step", []):  # FID of the EMA weights at that step
+        for span, value in result.get("nll_bpd_by_t", {}).items():  # the NLL's terms over a range of t
+            rows.append({**base, "metric": f"nll_bpd[{span}]", "against": "heldout",
+                         "n_images": params.metrics.nll_examples, "value": value})
+        for snapshot in result.get("fid_by_step", []):  # FID (and NLL) of the EMA weights at that step
             rows.append({**base, "metric": f"fid@{snapshot['step']}", "against": "train",
                          "n_images": params.metrics.snapshot_samples, "value": snapshot["fid"]})
+            if "nll_bpd" in snapshot:
+                rows.append({**base, "metric": f"nll_bpd@{snapshot['step']}", "against": "heldout",
+                             "n_images": params.metrics.nll_examples, "value": snapshot["nll_bpd"]})
     return pd.DataFrame(rows)
 
 
