@@ -422,7 +422,7 @@ def test_one_cell_end_to_end_through_inception_metrics(tmp_path, cifar_dir, ince
         assert np.isfinite(metrics[key]), key
     assert [r["step"] for r in metrics["fid_by_step"]] == [4] and metrics["fid_best_step"] == 4
     assert np.isfinite(metrics["fid_by_step"][0]["nll_bpd"])  # metrics.snapshot_nll
-    assert 0 < sum(metrics["nll_bpd_by_t"].values()) <= metrics["nll_bpd"] + 1e-9  # the total adds the prior
+    assert 0 < sum(metrics["nll_bpd_by_t"].values()) <= metrics["nll_bpd"] + 1e-4  # the total adds the prior (>= 0)
     assert "class_fractions" not in metrics  # Inception's classes are not CIFAR-10's
     table = (p / "table.md").read_text()
     assert "eps-eps" in table_rows(table) and "inception-v3-compat" in table

@@ -51,7 +51,7 @@ def test_every_table_and_plot_is_produced(snakemake_project):
             assert metrics[key] == metrics[key], (cell, key)  # not NaN
         # the NLL's terms over ranges of t (T = 100: 0 | 1-9 | 10-49 | 50-98 | 99) add up to it but the prior
         assert list(metrics["nll_bpd_by_t"]) == ["t=0", "t=1-9", "t=10-49", "t=50-98", "t=99"]
-        assert 0 < sum(metrics["nll_bpd_by_t"].values()) <= metrics["nll_bpd"] + 1e-9
+        assert 0 < sum(metrics["nll_bpd_by_t"].values()) <= metrics["nll_bpd"] + 1e-4  # float32 sums
         assert long[(long.cell == cell) & (long.metric == "nll_bpd[t=99]")].value.item() == metrics["nll_bpd_by_t"]["t=99"]
         summary = json.loads((p / f"results/train/{cell}/summary.json").read_text())
         assert set(summary) >= {"status", "step", "fingerprint"} and "seconds" not in summary
