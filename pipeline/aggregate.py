@@ -51,7 +51,7 @@ def main(argv=None):
     parser.add_argument("--min-snr-table1", required=True, help="papers/: Min-SNR Table 1 (.csv)")
     parser.add_argument("--min-snr-table2", required=True, help="papers/: Min-SNR Table 2 (.csv)")
     parser.add_argument("--edm-table2", required=True, help="papers/: EDM Table 2 (.csv)")
-    parser.add_argument("--losses-dir", required=True, help="the curves stage's folder: <cell>/losses.csv")
+    parser.add_argument("--losses-dir", required=True, help="the curves stage's folder: <cell>/losses.csv and profile.csv")
     parser.add_argument("--csv", required=True, help="output: long-format metrics (.csv)")
     parser.add_argument("--summary", required=True, help="output: one row per table row and metric (.csv)")
     parser.add_argument("--markdown", required=True, help="output: table (.md)")
@@ -88,7 +88,8 @@ def main(argv=None):
             lines += papers.min_snr_sections(params, results, papers.min_snr_table1(args.min_snr_table1),
                                              papers.min_snr_table2(args.min_snr_table2))
         if papers.edm_applies(params):
-            lines += papers.edm_lines(params, results, papers.edm_table2(args.edm_table2))
+            profiles = {c: read_csv(Path(args.losses_dir) / c / "profile.csv", ["t", "mse_eps"]) for c in params.cells}
+            lines += papers.edm_lines(params, results, papers.edm_table2(args.edm_table2), profiles)
         if papers.iddpm_applies(params):
             curves = {c: read_csv(Path(args.losses_dir) / c / "losses.csv", ["step", "loss"]) for c in params.cells}
             lines += papers.iddpm_lines(params, results, curves)

@@ -204,7 +204,8 @@ STAGES = (
         inputs={"metrics": Each("{results}/metrics/{cell}.json", "{results}/metrics"),
                 "reference": EVALUATOR["reference"], **DATA, "evaluator": EVALUATOR["evaluator"],
                 "evaluator_metrics": "{results}/evaluator.json", **PAPER_TABLES,
-                "losses": Each("{results}/train/{cell}/losses.csv", "{results}/train")},
+                "losses": Each("{results}/train/{cell}/losses.csv", "{results}/train"),
+                "profiles": Each("{results}/train/{cell}/profile.csv", "{results}/train")},  # read from --losses-dir
         outputs={"csv": Out("{results}/metrics.csv", "result"), "summary": Out("{results}/summary.csv", "result"),
                  "markdown": Out("{results}/table.md", "result", report=("report/table.rst", "Table")),
                  "latex": Out("{results}/table.tex", "result")},

@@ -257,6 +257,8 @@ def dvc_status(target="dvc.yaml", set_aside_damaged_lock=False):
     then counts as changed, and commit_to_dvc records only what Snakemake made."""
     out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", target], capture_output=True, text=True)
     if out.returncode != 0:
+        if set_aside_damaged_lock and "Unable to read RWLock-file" in out.stderr and set_aside_damaged_rwlock():
+            return dvc_status(target, set_aside_damaged_lock)
         lock = Path(target).with_name("dvc.lock")
         if set_aside_damaged_lock and lock.is_file() and any(h in out.stderr + out.stdout for h in DAMAGED_LOCK):
             os.replace(lock, lock.with_name("dvc.lock.damaged"))
@@ -269,6 +271,32 @@ def dvc_status(target="dvc.yaml", set_aside_damaged_lock=False):
         return json.loads(out.stdout or "{}"), None
     except ValueError:
         return None, "dvc status printed no JSON"
+
+
+def set_aside_damaged_rwlock(tmp_dir=Path(".dvc/tmp")):
+    """DVC lists the stages its running commands hold in .dvc/tmp/rwlock, rewritten under its
+    guard .dvc/tmp/rwlock.lock; a DVC command killed while rewriting it leaves the file empty or
+    cut, and every later DVC command then fails on it. Under DVC's own guard, an unreadable
+    file is moved to rwlock.damaged (what it held were the locks of commands that no longer
+    run) and said on stderr; True when it was. A readable one, or one a live command is
+    rewriting at this moment, is left alone."""
+    from dvc.lock import LockError, make_lock
+
+    path = tmp_dir / "rwlock"
+    try:
+        with make_lock(str(tmp_dir / "rwlock.lock"), tmp_dir=str(tmp_dir)):
+            try:
+                json.loads(path.read_text())
+                return False
+            except FileNotFoundError:
+                return False
+            except ValueError:
+                os.replace(path, path.with_name("rwlock.damaged"))
+    except LockError:
+        return False
+    print(f"{path} could not be read (cut short by an interrupted dvc command?): moved to {path}.damaged",
+          file=sys.stderr)
+    return True
 
 
 def snakemake_done(snakemake_cmd):

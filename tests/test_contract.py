@@ -179,6 +179,21 @@ def test_a_half_written_dvc_lock_is_set_aside_and_replaced(copy):
     assert UP_TO_DATE in planned(copy) and DVC_UP_TO_DATE in dvc_status(copy)
 
 
+def test_an_emptied_dvc_rwlock_is_set_aside_and_the_run_recorded(copy):
+    """DVC rewrites .dvc/tmp/rwlock around each command: one killed at that moment leaves it
+    empty, and every DVC command then fails on it (a session's end met this). A complete
+    Snakemake run moves it aside under DVC's own guard and records its outputs."""
+    rwlock = copy / ".dvc" / "tmp" / "rwlock"
+    rwlock.parent.mkdir(parents=True, exist_ok=True)
+    rwlock.write_text("")
+    assert "RWLock-file" in run([tool("dvc"), "status"], cwd=copy, check=False).stderr
+    (copy / "results/table.md").unlink()
+    result = snakemake(copy)
+    assert ".dvc/tmp/rwlock could not be read" in result.stderr and "dvc.lock records this run" in result.stderr
+    assert (copy / ".dvc/tmp/rwlock.damaged").read_text() == ""
+    assert UP_TO_DATE in planned(copy) and DVC_UP_TO_DATE in dvc_status(copy)
+
+
 def test_config_overrides_reach_every_stage(copy):
     """Defect 4 (and 7's `5e-4`): `--configfile` and `--config` values are what the stages
     read; dvc.lock, which describes params.yaml, is left alone; without them the next run

@@ -66,6 +66,54 @@ def test_a_mistake_in_a_config_names_the_config_and_the_key(workspace):
         experiments.resolve("../mini")
 
 
+def test_replicates_write_out_one_cell_per_seed_as_params_yaml_spells_them(workspace):
+    """`replicates: [1, 2]` in a config is the two `-sN` cells written by hand: same entry,
+    train.seed on top (the cell's own train overrides kept), right after the cell, with the
+    keys in the hand-written order, so that converting a config reruns nothing."""
+    (workspace / "configs" / "mini.yaml").write_text(MINI.replace(
+        "eps-eps: {parameterization: eps, weighting: eps, Sigma: fixed_large}",
+        "eps-eps: {parameterization: eps, weighting: eps, Sigma: fixed_large, replicates: [1, 2]}\n"
+        "  x0-eps: {parameterization: x0, weighting: eps, process: {schedule: cosine}, train: {lr: 5.0e-4}, replicates: [3]}"))
+    cells = experiments.resolve("mini")["cells"]
+    assert list(cells) == ["eps-eps", "eps-eps-s1", "eps-eps-s2", "x0-eps", "x0-eps-s3"]
+    assert cells["eps-eps"] == {"parameterization": "eps", "weighting": "eps", "Sigma": "fixed_large"}
+    assert cells["eps-eps-s2"] == {**cells["eps-eps"], "train": {"seed": 2}}
+    assert list(cells["x0-eps-s3"]) == ["parameterization", "weighting", "train", "process"]
+    assert cells["x0-eps-s3"]["train"] == {"lr": 5.0e-4, "seed": 3}
+    written = (workspace / experiments.write("mini")).read_text()
+    assert "&id" not in written  # each replicate its own mappings: no YAML anchors
+    replicate = parse(experiments.resolve("mini")).cells["x0-eps-s3"]
+    assert replicate.train == {"lr": 5.0e-4, "seed": 3} and replicate.process == {"schedule": "cosine"}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("replicates: 2", r"cells.eps-eps.replicates: expected a list of train seeds \(integers >= 0\), got 2"),
+    ("replicates: [1, 1.5]", r"cells.eps-eps.replicates: expected a list of train seeds"),
+    ("replicates: [1, 1]", r"cells.eps-eps.replicates: \[1, 1\] lists a seed twice"),
+    ("train: {seed: 1}, replicates: [1]", r"cells.eps-eps.replicates: seed 1 is the cell's own train.seed"),
+])
+def test_a_bad_replicates_list_is_one_line_naming_the_config_and_key(workspace, entry, message):
+    (workspace / "configs" / "mini.yaml").write_text(MINI.replace("Sigma: fixed_large}", f"Sigma: fixed_large, {entry}}}"))
+    with pytest.raises(ParamsError, match=rf"^configs/mini.yaml: {message}"):
+        experiments.resolve("mini")
+
+
+def test_a_replicate_listed_twice_is_refused(workspace):
+    (workspace / "configs" / "mini.yaml").write_text(MINI.replace(
+        "Sigma: fixed_large}", "Sigma: fixed_large, replicates: [1]}\n  eps-eps-s1: {parameterization: eps, weighting: eps}"))
+    with pytest.raises(ParamsError, match=r"eps-eps-s1 is listed as a cell too; list it once"):
+        experiments.resolve("mini")
+
+
+def test_params_yaml_which_dvc_reads_literally_refuses_replicates(tmp_path):
+    text = (ROOT / "tests/configs/tiny.yaml").read_text()
+    data = yaml.safe_load(text)
+    first = next(iter(data["cells"]))
+    data["cells"][first]["replicates"] = [1]
+    with pytest.raises(ParamsError, match=rf"cells.{first}.replicates: unknown key"):
+        parse(data)
+
+
 def test_check_names_a_stale_folder(workspace, capsys):
     experiments.write("mini")
     experiments.main(["--check"])

@@ -91,6 +91,18 @@ def test_ddpm_table1s_nll_ordering_over_seeds(vlb_nll, verdict):
     assert "(Welch over 3 and 2 seeds)" in line
 
 
+def test_seed_counts_follow_the_sentences_order():
+    """"A minus B (n = a vs b seeds)" and "paper B < A: ours ... (n = b vs a seeds)": the
+    default grid's eps-vlb (2 seeds) against its baseline eps-eps (3)."""
+    params = load(ROOT / "params.yaml")
+    results = {c: {"status": "ok", "fid": 10.0 if cell.weighting == "vlb" else 3.0, "fid_boot": None}
+               for c, cell in params.cells.items()}
+    groups = params.replicate_groups()
+    diff = papers._compare(params, results, groups["eps-vlb"], groups["eps-eps"], "vlb-simple")
+    assert papers._interval_text(diff).endswith("(n = 2 vs 3 seeds): holds")
+    assert papers._interval_text(diff, better_first=True).endswith("(n = 3 vs 2 seeds): holds")
+
+
 def test_every_cell_diverged_is_said_not_raised(params):
     results = {c: {"status": "diverged", "step": 100} for c in params.cells}
     text = "\n".join(papers.min_snr_sections(params, results, TABLE1, TABLE2))
@@ -139,6 +151,27 @@ def test_edm_lines_compare_each_step_with_the_papers_direction(name, column):
     assert step["- D -> E"].endswith("holds")  # lower in both columns of the paper
     assert "ours D minus C +0.500" in step["- C -> D"]
     assert "Spearman rank correlation of mean FID with the paper's over the 3 rows" in text
+
+
+def test_edm_lines_say_where_in_t_the_rows_denoisers_differ():
+    """Profiles where C's eps error is 10x D's at t >= 900 only and E's equals D's, the seeds'
+    spread about the row's value (x 1.3, 1.2, 0.5): each row's mean over seeds per range of t,
+    and the ratio of consecutive rows."""
+    edm = parse(experiment_params("edm_vp"))
+    rows = {v: k for k, v in papers._edm_groups(edm).items()}
+    results = fake_results(edm, lambda cell_id, cell: 1.0)
+    t = np.arange(0, 1000, 25)
+    spread = {"": 1.3, "-s1": 1.2, "-s2": 0.5}
+
+    def mse(c):
+        top = 0.1 if rows[edm.group_of(c)] == "C" else 0.01
+        return np.where(t >= 900, top, 0.5) * spread[c[len(edm.group_of(c)):]]
+    profiles = {c: pd.DataFrame({"t": t, "mse_eps": mse(c)}) for c in edm.cells}
+    text = papers.edm_lines(edm, results, EDM, profiles)
+    assert "| row | t 0-499 | t 500-699 | t 700-899 | t 900-999 |" in text
+    assert "| C (eps-eps) | 0.5 | 0.5 | 0.5 | 0.1 |" in text and "| D (edm-eps) | 0.5 | 0.5 | 0.5 | 0.01 |" in text
+    assert "| C / D | 1.00 | 1.00 | 1.00 | 10.00 |" in text and "| D / E | 1.00 | 1.00 | 1.00 | 1.00 |" in text
+    assert not any("C / D" in line for line in papers.edm_lines(edm, results, EDM))  # no profiles, no table
 
 
 # ----- Improved DDPM ---------------------------------------------------------------------------
@@ -259,12 +292,17 @@ def test_ddpm_compute_lines_follow_an_ordering_across_snapshots():
         results[cell] = {"status": "ok", "fid": fid[-1], "fid_boot": [fid[-1]] * 10,
                          "fid_by_step": [{"step": s, "fid": f, "nll_bpd": 4.0 + 0.1 * mu} for s, f in zip(steps, fid)]}
     text = "\n".join(papers.ddpm_compute_lines(grid, results, DDPM))
-    assert "| step | eps-vlb FID | mu-vlb FID | eps-vlb - mu-vlb | eps-vlb NLL | mu-vlb NLL |" in text, text
-    rows = {int(l.split("|")[1]): l for l in text.splitlines() if l.startswith("| ") and l.split("|")[1].strip().isdigit()}
+    header = ("| step | eps-eps FID | eps-vlb FID | mu-vlb FID | eps-vlb - eps-eps | mu-vlb - eps-eps | eps-vlb - mu-vlb "
+              "| eps-eps NLL | eps-vlb NLL | mu-vlb NLL |")
+    assert header in text, text
+    column = {name.strip(): i for i, name in enumerate(header.split("|"))}
+    rows = {int(l.split("|")[1]): l.split("|") for l in text.splitlines()
+            if l.startswith("| ") and l.split("|")[1].strip().isdigit()}
     assert sorted(rows) == list(steps)
-    assert rows[4000].split("|")[4].strip().endswith("reversed") and rows[40000].split("|")[4].strip().endswith("holds")
-    assert rows[20000].split("|")[4].strip().endswith("unresolved")  # equal means
-    assert rows[8000].split("|")[6].strip() == "4.100"
+    mu_vs_eps = column["eps-vlb - mu-vlb"]
+    assert rows[4000][mu_vs_eps].strip().endswith("reversed") and rows[40000][mu_vs_eps].strip().endswith("holds")
+    assert rows[20000][mu_vs_eps].strip().endswith("unresolved")  # equal means
+    assert rows[8000][column["mu-vlb NLL"]].strip() == "4.100"
     for r in results.values():
         del r["fid_by_step"]
     assert papers.ddpm_compute_lines(grid, results, DDPM) == []

@@ -68,12 +68,18 @@ def _compare(params, results, worse, better, label):
         return None
     s = params.stats
     diff = stats.difference_interval(a, b, s.bootstrap, s.confidence, rng_for(label, s.seed))
-    return {**diff, "n": (len(b), len(a)), "verdict": _verdict(diff)}
+    return {**diff, "n": (len(a), len(b)), "verdict": _verdict(diff)}
 
 
-def _interval_text(diff):
-    return (f"{diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] "
-            f"(n = {diff['n'][0]} vs {diff['n'][1]} seeds): {diff['verdict']}")
+def _diff_text(diff, better_first=False):
+    """_compare's difference, `+d [low, high] (n = x vs y seeds)`, the seeds counted in the
+    sentence's order: worse then better ("A minus B"), or better first ("B < A")."""
+    n = diff["n"][::-1] if better_first else diff["n"]
+    return f"{diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {n[0]} vs {n[1]} seeds)"
+
+
+def _interval_text(diff, better_first=False):
+    return f"{_diff_text(diff, better_first)}: {diff['verdict']}"
 
 
 def _welch(higher, lower, confidence):
@@ -220,7 +226,7 @@ def ddpm_agreement(params, results, summary, paper):
         diff = _compare(params, results, done[worse]["cells"], done[better]["cells"], better + worse)
         verdicts.append(diff["verdict"])
         lines.append(f"- paper {better} ({done[better]['paper']}) < {worse} ({done[worse]['paper']}): "
-                     f"ours {_interval_text(diff)}")
+                     f"ours {_interval_text(diff, better_first=True)}")
     if not verdicts:
         lines.append("- fewer than two rows map to the paper's table with finished cells: nothing to compare")
     means = {label: summary[(summary.group == label) & (summary.metric == "fid")]["mean"].iloc[0] for label in done}
@@ -444,9 +450,7 @@ def gamma_lines(params, results, by_objective, groups, table2):
                                 f"gamma-{p}-{g:g}")
                 if diff:
                     which = {"holds": "gamma 5 lower", "reversed": f"gamma {g:g} lower"}.get(diff["verdict"], "unresolved")
-                    lines.append(f"- {p}: FID at gamma {g:g} minus at gamma 5: {diff['diff']:+.3f} "
-                                 f"[{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {diff['n'][1]} vs "
-                                 f"{diff['n'][0]} seeds): {which}")
+                    lines.append(f"- {p}: FID at gamma {g:g} minus at gamma 5: {_diff_text(diff)}: {which}")
     return lines
 
 
@@ -482,11 +486,12 @@ def edm_applies(params):
     return not params.points and len(_edm_groups(params)) >= 2
 
 
-def edm_lines(params, results, table2):
+def edm_lines(params, results, table2, profiles=None):
     """EDM Table 2's C -> D -> E beside ours in the process's column: mean FID over seeds, each
     step's difference with its bootstrap interval against the paper's direction (holds,
     reversed or unresolved; the paper's change also as a share of its FID, since some steps
-    are tiny), Spearman."""
+    are tiny), Spearman; with `profiles` ({cell: its profile.csv as a DataFrame}), where in t
+    the rows' denoisers differ."""
     column = params.process.kind.upper()
     groups, rows = params.replicate_groups(), _edm_groups(params)
     s = params.sample
@@ -515,12 +520,35 @@ def edm_lines(params, results, table2):
         verdict = _verdict(diff if paper > 0 else {"low": -diff["high"], "high": -diff["low"]})
         lines.append(f"- {before} -> {after}: paper {table2[(before, column)]:.2f} -> {table2[(after, column)]:.2f} "
                      f"({paper:+.2f}, {theirs}, {abs(paper) / table2[(before, column)]:.0%}); ours {after} minus "
-                     f"{before} {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {diff['n'][1]} vs "
-                     f"{diff['n'][0]} seeds): {verdict}")
+                     f"{before} {_diff_text(diff)}: {verdict}")
     done = [r for r in sorted(rows) if means[r] is not None and (r, column) in table2]
     rho, k = stats.rank_correlation([table2[(r, column)] for r in done], [means[r] for r in done])
     lines.append(f"- Spearman rank correlation of mean FID with the paper's over the {k} rows: "
                  f"{'undefined (fewer than 3 rows)' if np.isnan(rho) else f'{rho:+.2f}'}")
+    return lines + (_error_by_t(params, results, rows, profiles) if profiles else [])
+
+
+def _error_by_t(params, results, rows, profiles):
+    """Where the rows' denoisers differ: each row's eps-space MSE of the EMA model (the curves
+    stage's profile.csv) averaged over ranges of t, mean over seeds, and the ratio of
+    consecutive rows. An eps error at t reaches x0 multiplied by sigma_t / alpha_t, largest at
+    the top of the range, where the sampler starts."""
+    T, groups = params.process.T, params.replicate_groups()
+    edges = [0, T // 2, 7 * T // 10, 9 * T // 10, T]
+    spans = list(zip(edges[:-1], edges[1:]))
+    mse = {}
+    for row, label in sorted(rows.items()):
+        frames = [profiles[c] for c in groups[label] if results[c]["status"] == "ok" and not profiles[c].empty]
+        if frames:
+            mse[row] = [np.mean([f.mse_eps[(f.t >= lo) & (f.t < hi)].mean() for f in frames]) for lo, hi in spans]
+    if len(mse) < 2:
+        return []
+    lines = ["", "Where the rows' denoisers differ: the EMA model's eps-space MSE |eps - eps_hat|^2 over ranges of "
+                 "t (the curves stage's per-t profile), mean over seeds, and the ratio of consecutive rows:", "",
+             "| row | " + " | ".join(f"t {lo}-{hi - 1}" for lo, hi in spans) + " |", "|---" * (len(spans) + 1) + "|"]
+    lines += [f"| {row} ({rows[row]}) | " + " | ".join(f"{v:.3g}" for v in values) + " |" for row, values in mse.items()]
+    for before, after in itertools.pairwise(mse):
+        lines.append(f"| {before} / {after} | " + " | ".join(f"{a / b:.2f}" for a, b in zip(mse[before], mse[after])) + " |")
     return lines
 
 
@@ -608,9 +636,7 @@ def iddpm_lines(params, results, curves):
             if diff is not None:
                 similar = {"holds": "L_hybrid worse", "reversed": "L_hybrid better",
                            "unresolved": "similar (no resolved difference)"}[diff["verdict"]]
-                lines.append(f"- at a similar FID ({sc}): {hybrid} minus {simple} FID {diff['diff']:+.3f} "
-                             f"[{diff['low']:+.3f}, {diff['high']:+.3f}] (n = {diff['n'][1]} vs {diff['n'][0]} "
-                             f"seeds): {similar}")
+                lines.append(f"- at a similar FID ({sc}): {hybrid} minus {simple} FID {_diff_text(diff)}: {similar}")
         welch((sc, "hybrid"), (sc, "vlb"), nll, f"L_vlb's NLL below L_hybrid's ({sc})")
         welch((sc, "simple"), (sc, "vlb"), nll, f"L_vlb's NLL below L_simple's ({sc})")
         if {(sc, "vlb"), (sc, "simple")} <= rows.keys():

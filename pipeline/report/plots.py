@@ -147,9 +147,9 @@ def _read_csvs(paths):
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _per_cell_lines(frames, x, y, yscale, title, empty, path):
-    """One line per cell of the curves stage's CSVs, or a note when no cell logged a row."""
-    data = _read_csvs(frames)
+def _per_cell_lines(paths, x, y, yscale, title, empty, path):
+    """One line per cell of the curves stage's CSVs at `paths`, or a note when no cell logged a row."""
+    data = _read_csvs(paths)
     if data.empty:
         note_figure(path, empty)
         return
