@@ -103,6 +103,12 @@ def test_seed_counts_follow_the_sentences_order():
     assert papers._interval_text(diff, better_first=True).endswith("(n = 3 vs 2 seeds): holds")
 
 
+def test_one_seed_on_a_side_gives_no_interval_rather_than_nan():
+    assert papers._welch_text([1.0], [2.0, 2.1], 0.95) == \
+        "-1.050 (Welch over 1 and 2 seeds): unresolved (one seed on a side: no interval)"
+    assert papers._welch_text([1.0, 1.2], [2.0, 2.1], 0.95).endswith("(Welch over 2 and 2 seeds): reversed")
+
+
 def test_every_cell_diverged_is_said_not_raised(params):
     results = {c: {"status": "diverged", "step": 100} for c in params.cells}
     text = "\n".join(papers.min_snr_sections(params, results, TABLE1, TABLE2))

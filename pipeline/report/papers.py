@@ -86,13 +86,13 @@ def _welch(higher, lower, confidence):
     """mean(higher) - mean(lower) over seeds with Welch's interval, and the verdict on the
     finding that `higher` is the larger."""
     diff = stats.welch_interval(higher, lower, confidence)
-    return diff, "unresolved (fewer than 2 seeds each)" if np.isnan(diff["low"]) else _verdict(diff)
+    return diff, "unresolved (one seed on a side: no interval)" if np.isnan(diff["low"]) else _verdict(diff)
 
 
 def _welch_text(higher, lower, confidence, digits=3):
     diff, verdict = _welch(higher, lower, confidence)
-    return (f"{diff['diff']:+.{digits}f} [{diff['low']:+.{digits}f}, {diff['high']:+.{digits}f}] "
-            f"(Welch over {diff['n_a']} and {diff['n_b']} seeds): {verdict}")
+    interval = "" if np.isnan(diff["low"]) else f" [{diff['low']:+.{digits}f}, {diff['high']:+.{digits}f}]"
+    return f"{diff['diff']:+.{digits}f}{interval} (Welch over {diff['n_a']} and {diff['n_b']} seeds): {verdict}"
 
 
 def _row_groups(params, rows, trains, train_keys, process_keys=()):
@@ -201,7 +201,8 @@ def ddpm_compute_lines(params, results, paper):
         diffs = []
         for b, w in pairs:
             diff, verdict = _welch(values(w, step, 0), values(b, step, 0), conf)
-            diffs.append(f"{diff['diff']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}] {verdict}")
+            diffs.append(f"{diff['diff']:+.2f} (one seed: no interval)" if np.isnan(diff["low"]) else
+                         f"{diff['diff']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}] {verdict}")
         nlls = [f"{np.mean(values(g, step, 1)):.3f}" for g in labels] if nll else []
         lines.append(f"| {step} | " + " | ".join(means + diffs + nlls) + " |")
     return lines
