@@ -254,7 +254,8 @@ def dvc_status(target="dvc.yaml", set_aside_damaged_lock=False):
     interrupted at that moment leaves it half-written, and every DVC command then fails on it;
     with `set_aside_damaged_lock` (only after Snakemake has checked everything) such a file is
     moved to dvc.lock.damaged, said on stderr, and the status is taken without it: every output
-    then counts as changed, and commit_to_dvc records only what Snakemake made."""
+    then counts as changed, and commit_to_dvc records only what Snakemake made. DVC's own
+    .dvc/tmp/rwlock, emptied the same way, is set aside too (set_aside_damaged_rwlock)."""
     out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", target], capture_output=True, text=True)
     if out.returncode != 0:
         if set_aside_damaged_lock and "Unable to read RWLock-file" in out.stderr and set_aside_damaged_rwlock():
