@@ -76,8 +76,8 @@ def with_replicates(cells):
         if not isinstance(entry, dict) or "replicates" not in entry:
             out[cell_id] = entry
             continue
-        entry = {key: value for key, value in entry.items() if key != "replicates"}
-        seeds, where = cells[cell_id]["replicates"], f"cells.{cell_id}.replicates"
+        entry = dict(entry)
+        seeds, where = entry.pop("replicates"), f"cells.{cell_id}.replicates"
         if not (isinstance(seeds, list) and seeds and all(type(n) is int and n >= 0 for n in seeds)):
             raise ParamsError(f"{where}: expected a list of train seeds (integers >= 0), got {seeds!r}")
         own = (entry.get("train") or {}).get("seed")
