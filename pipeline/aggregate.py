@@ -37,6 +37,11 @@ def load_results(params, metrics_dir):
     return results
 
 
+def per_cell_csv(params, folder, name, columns):
+    """{cell id: `folder/<cell>/name`} as DataFrames (the curves stage's per-cell CSVs)."""
+    return {c: read_csv(Path(folder) / c / name, columns) for c in params.cells}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
@@ -83,15 +88,16 @@ def main(argv=None):
         table = wide_table(params, results, summary, reference, ddpm)
         lines = [*papers.ddpm_agreement(params, results, summary, ddpm),
                  *papers.ddpm_compute_lines(params, results, ddpm),
+                 *papers.ddpm_settings_lines(params, results, ddpm),
                  *papers.ddpm_nll_lines(params, results, papers.ddpm_table1(args.ddpm_table1))] if ddpm else []
         if papers.min_snr_applies(params):
             lines += papers.min_snr_sections(params, results, papers.min_snr_table1(args.min_snr_table1),
                                              papers.min_snr_table2(args.min_snr_table2))
         if papers.edm_applies(params):
-            profiles = {c: read_csv(Path(args.losses_dir) / c / "profile.csv", ["t", "mse_eps"]) for c in params.cells}
+            profiles = per_cell_csv(params, args.losses_dir, "profile.csv", ["t", "mse_eps"])
             lines += papers.edm_lines(params, results, papers.edm_table2(args.edm_table2), profiles)
         if papers.iddpm_applies(params):
-            curves = {c: read_csv(Path(args.losses_dir) / c / "losses.csv", ["step", "loss"]) for c in params.cells}
+            curves = per_cell_csv(params, args.losses_dir, "losses.csv", ["step", "loss"])
             lines += papers.iddpm_lines(params, results, curves)
         markdown = (to_markdown(table, params, reference) + "\n".join(lines)
                     + "\n\n" + "\n".join(uncertainty_score_lines(params, results)) + footer(results, list(params.cells))

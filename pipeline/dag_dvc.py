@@ -137,13 +137,26 @@ def _up(params_file):
     return "/".join([".."] * len(Path(params_file).parent.parts)) or "."
 
 
+_CODE = {}
+
+
+def _stage_code(module):
+    """provenance.stage_code, read once while no pipeline module changes: writing every
+    experiment's dvc.yaml asks each stage's code ten times, and each ask parses its imports."""
+    from .provenance import ROOT, stage_code
+
+    files = sorted([*(ROOT / "pipeline").rglob("*.py"), *(ROOT / "diffusion").rglob("*.py")])
+    key = (module, tuple((str(p), p.stat().st_mtime_ns) for p in files))
+    if key not in _CODE:
+        _CODE[key] = stage_code(module)
+    return _CODE[key]
+
+
 def dvc_yaml(params_file="params.yaml"):
     """dvc.yaml's text for the default experiment (params.yaml) or another one's params file."""
-    from .provenance import stage_code
-
     lines = ["stages:"]
     for stage in STAGES:
-        lines += dvc_stage(stage, stage_code, params_file) + [""]
+        lines += dvc_stage(stage, _stage_code, params_file) + [""]
     if params_file == "params.yaml":
         return HEADER + "\n".join(lines) + "\n" + TOP_PLOTS
     header = EXPERIMENT_HEADER.format(params=params_file, dvc=Path(params_file).with_name("dvc.yaml"))

@@ -8,7 +8,6 @@ helpers, never another stage."""
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -47,13 +46,14 @@ def snakemake_jobs():
 
 @pytest.fixture(scope="module")
 def dvc_stages():
+    from dvc.dvcfile import load_file
     from dvc.repo import Repo
 
-    with Repo(str(ROOT)) as repo:  # the default experiment's (experiments/: test_swiss_roll.py)
+    with Repo(str(ROOT)) as repo:  # the default experiment's file only (experiments/: test_swiss_roll.py)
         return {normalize(stage.cmd): {"name": stage.addressing, "outputs": {str(o.def_path) for o in stage.outs},
                                        "deps": {str(d.def_path) for d in stage.deps},
                                        "params": params_of(stage)}
-                for stage in repo.index.stages if Path(stage.dvcfile.path).resolve() == ROOT / "dvc.yaml"}
+                for stage in load_file(repo, "dvc.yaml").stages.values()}
 
 
 def params_of(stage):

@@ -312,3 +312,27 @@ def test_ddpm_compute_lines_follow_an_ordering_across_snapshots():
     for r in results.values():
         del r["fid_by_step"]
     assert papers.ddpm_compute_lines(grid, results, DDPM) == []
+
+
+def test_ddpm_settings_lines_give_each_ordering_under_each_training_setting():
+    """ddpm_mu_optim: mu-vlb worse than eps-vlb with the default's lr and better with DDPM's
+    2e-4: the setting rows say reversed, then holds, each with both rows' FID and NLL; a grid
+    without train overrides (the default's) prints nothing."""
+    grid = parse(experiment_params("ddpm_mu_optim"))
+    rng = np.random.default_rng(0)
+    results = {}
+    for cell_id, cell in grid.cells.items():
+        train = grid.cell_train(cell_id)
+        fid = 10.0 + (5.0 if cell.parameterization == "mu" else 0.0) * (1 if train.lr == 1e-3 else -1) + 0.1 * rng.random()
+        results[cell_id] = {"status": "ok", "fid": fid, "fid_boot": list(fid + rng.normal(0, 0.01, 50)),
+                            "nll_bpd": 4.0 + (cell.parameterization == "mu")}
+    lines = papers.ddpm_settings_lines(grid, results, DDPM)
+    text = "\n".join(lines)
+    assert ("| grad_clip | lr | mu-vlb FID | eps-vlb FID | eps-vlb - mu-vlb | mu-vlb NLL | eps-vlb NLL |") in text, text
+    rows = {tuple(c.strip() for c in l.split("|")[1:3]): [c.strip() for c in l.split("|")[1:-1]]
+            for l in lines if l.startswith("| ") and l.split("|")[1].strip()[0].isdigit()}
+    assert sorted(rows) == [("0", "0.0002"), ("0", "0.001"), ("1", "0.0002"), ("1", "0.001")]
+    for (clip, lr), row in rows.items():
+        assert row[4].endswith("reversed" if lr == "0.001" else "holds"), row
+        assert row[5] == "5.000 (n = 3)" and row[6] == "4.000 (n = 3)"
+    assert papers.ddpm_settings_lines(load(ROOT / "params.yaml"), results, DDPM) == []

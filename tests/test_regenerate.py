@@ -29,7 +29,9 @@ def lookup(params, dotted):
     return params
 
 
-@pytest.mark.parametrize("params_file", ["params.yaml", "experiments/ncsn_swiss_roll/params.yaml"])
+@pytest.mark.slow  # the evaluator is retrained: ~30 s
+@pytest.mark.parametrize("params_file", [
+    "params.yaml", "experiments/ncsn_swiss_roll/params.yaml"])
 def test_aggregate_rewrites_the_committed_tables(tmp_path, params_file):
     """Each experiment's committed tables, in its own results folder (`paths:`)."""
     paths = yaml.safe_load((ROOT / params_file).read_text())["paths"]
@@ -56,24 +58,24 @@ def test_aggregate_rewrites_the_committed_tables(tmp_path, params_file):
         assert (project / name).read_bytes() == (ROOT / name).read_bytes(), name
 
 
-DVC_FILES = ["dvc.yaml", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*/dvc.yaml"))]
+# The default experiment's lock in the quick loop; every folder's (DVC reads each file's
+# foreach/matrix stages in seconds) with the slow tests.
+DVC_FILES = ["dvc.yaml", *(pytest.param(str(p.relative_to(ROOT)), marks=pytest.mark.slow)
+                           for p in sorted((ROOT / "experiments").glob("*/dvc.yaml")))]
 
 
-@pytest.fixture(scope="module")
-def small_outputs():
-    """{dvc.yaml path: its stages' uncached (committed) outputs}, DVC's project read once."""
+def small_outputs(dvc_file):
+    """The uncached (committed) outputs of `dvc_file`'s stages, as DVC reads the file."""
+    from dvc.dvcfile import load_file
     from dvc.repo import Repo
 
-    outputs = {}
     with Repo(str(ROOT)) as repo:
-        for stage in repo.index.stages:
-            dvc_file = str(Path(stage.dvcfile.path).resolve().relative_to(ROOT))
-            outputs.setdefault(dvc_file, set()).update(str(o.def_path) for o in stage.outs if not o.use_cache)
-    return outputs
+        return {str(o.def_path) for stage in load_file(repo, dvc_file).stages.values()
+                for o in stage.outs if not o.use_cache}
 
 
 @pytest.mark.parametrize("dvc_file", DVC_FILES)
-def test_dvc_lock_records_the_committed_params_and_results(dvc_file, small_outputs):
+def test_dvc_lock_records_the_committed_params_and_results(dvc_file):
     """Each experiment's dvc.lock (the default's and every folder's) records its params file's
     values and the committed bytes of its small results."""
     from dvc.utils.serialize import load_yaml  # YAML 1.2, as DVC reads them: 2e-05 is a float
@@ -87,7 +89,7 @@ def test_dvc_lock_records_the_committed_params_and_results(dvc_file, small_outpu
         for key, value in entry.get("params", {}).get(params_file, {}).items():
             assert value == lookup(params, key), f"{stage}: {key}"
     recorded = {out["path"]: out["md5"] for entry in lock.values() for out in entry.get("outs", [])}
-    small = sorted(small_outputs.get(dvc_file, ()))
+    small = sorted(small_outputs(dvc_file))
     assert small
     for path in small:
         assert path in recorded, f"{path}: not in {folder / 'dvc.lock'}"

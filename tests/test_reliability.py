@@ -45,6 +45,7 @@ def project(tmp_path_factory, tiny_params):
     return project
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_give_identical_weights(project):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run(train_cmd("eps-vlb", "straight"), cwd=project, env=env)

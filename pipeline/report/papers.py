@@ -208,6 +208,58 @@ def ddpm_compute_lines(params, results, paper):
     return lines
 
 
+def ddpm_settings_lines(params, results, paper):
+    """When the grid trains Table 2's rows under more than one training setting (a group's
+    `train:` overrides besides its seed: the learning rate, the gradient clip, ...): each row's
+    FID and NLL under each setting, and each pair the paper orders with our bootstrap interval
+    of the difference. Does an ordering follow the optimizer's settings?"""
+    groups = []  # (label, cells, paper row) of the groups that train a row with a value
+    for label, cells in params.replicate_groups().items():
+        cell = params.cells[cells[0]]
+        key = (cell.parameterization, cell.weighting, cell.Sigma)
+        if not cell.process and paper.get(key) is not None:
+            groups.append((label, cells, paper[key]))
+    swept = sorted({k for _, cells, _ in groups for k in params.cells[cells[0]].train if k != "seed"})
+    settings = {}  # the swept keys' resolved values -> {paper row: (label, cells)}
+    for label, cells, row in groups:
+        values = tuple(getattr(params.cell_train(cells[0]), k) for k in swept)
+        settings.setdefault(values, {}).setdefault(row, (label, cells))
+    rows = [r for r in paper.values() if r is not None and all(r in s for s in settings.values())]
+    rows = sorted(set(rows), key=lambda r: r[1])
+    if not swept or len(settings) < 2 or len(rows) < 2:
+        return []
+    first = next(iter(settings.values()))
+    name = {row: first[row][0] for row in rows}  # the group's label under the first setting
+    pairs = [(a, b) for a, b in itertools.combinations(rows, 2) if a[1] != b[1]]  # (better, worse) by the paper
+    nll = f"NLL (bits/dim, {params.metrics.nll_examples} held-out images)"
+    lines = ["", f"**DDPM Table 2 under training settings** ({', '.join(swept)}; FID against the training set, "
+                 f"mean over seeds; each pair the paper orders: worse minus better row with the "
+                 f"{params.stats.confidence:.0%} bootstrap interval over seeds and sample resamples, and "
+                 f"whether the paper's ordering holds; {nll}):", "",
+             "| " + " | ".join(swept) + "".join(f" | {name[row]} FID" for row in rows)
+             + "".join(f" | {name[w]} - {name[b]}" for b, w in pairs)
+             + "".join(f" | {name[row]} NLL" for row in rows) + " |",
+             "|---" * (len(swept) + 2 * len(rows) + len(pairs)) + "|"]
+    for values, by_row in settings.items():
+        cells = {row: by_row[row][1] for row in rows}
+        fids = [_mean_text(results, cells[row], "fid", 2) for row in rows]
+        diffs = []
+        for better, worse in pairs:
+            diff = _compare(params, results, cells[worse], cells[better], by_row[worse][0] + by_row[better][0])
+            diffs.append("-" if diff is None else f"{diff['diff']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}] "
+                                                  f"{diff['verdict']}")
+        nlls = [_mean_text(results, cells[row], "nll_bpd", 3) for row in rows]
+        shown = [str(v) if isinstance(v, (str, bool)) else f"{v:g}" for v in values]
+        lines.append("| " + " | ".join([*shown, *fids, *diffs, *nlls]) + " |")
+    return lines
+
+
+def _mean_text(results, cells, metric, digits):
+    """`mean (n)` of a metric over the finished seeds, `-` when none finished."""
+    values = [results[c][metric] for c in cells if results[c]["status"] == "ok" and results[c].get(metric) is not None]
+    return f"{np.mean(values):.{digits}f} (n = {len(values)})" if values else "-"
+
+
 def ddpm_agreement(params, results, summary, paper):
     """Lines under the table: which of DDPM Table 2's pairwise FID orderings hold here (with
     our bootstrap interval of the difference), Spearman's rank correlation over the rows
