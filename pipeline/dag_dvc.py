@@ -141,8 +141,8 @@ _CODE = {}
 
 
 def _stage_code(module):
-    """provenance.stage_code, read once while no pipeline module changes: writing every
-    experiment's dvc.yaml asks each stage's code ten times, and each ask parses its imports."""
+    """provenance.stage_code, read once while no module changes: writing every experiment's
+    dvc.yaml asks each stage's code once per experiment, and each ask parses its imports."""
     from .provenance import ROOT, stage_code
 
     files = sorted([*(ROOT / "pipeline").rglob("*.py"), *(ROOT / "diffusion").rglob("*.py")])

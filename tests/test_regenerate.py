@@ -30,8 +30,7 @@ def lookup(params, dotted):
 
 
 @pytest.mark.slow  # the evaluator is retrained: ~30 s
-@pytest.mark.parametrize("params_file", [
-    "params.yaml", "experiments/ncsn_swiss_roll/params.yaml"])
+@pytest.mark.parametrize("params_file", ["params.yaml", "experiments/ncsn_swiss_roll/params.yaml"])
 def test_aggregate_rewrites_the_committed_tables(tmp_path, params_file):
     """Each experiment's committed tables, in its own results folder (`paths:`)."""
     paths = yaml.safe_load((ROOT / params_file).read_text())["paths"]
