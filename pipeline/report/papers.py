@@ -7,8 +7,10 @@ paper's number. Which tables apply follows from the grid's process, as the paper
 
 - DDPM Tables 1 and 2 (Ho et al. 2020): linear-schedule VP grids. Table 2's rows map by
   (parameterization, weighting, Sigma); for each pair the paper orders, our FID difference
-  with its bootstrap interval over seeds and sample resamples (`ddpm_agreement`). Table 1's
-  NLL: L with a fixed Sigma against L_simple, over seeds (`ddpm_nll_lines`).
+  with its bootstrap interval over seeds and sample resamples (`ddpm_agreement`), at every
+  EMA snapshot (`ddpm_compute_lines`) and under each training setting a grid sweeps
+  (`ddpm_settings_lines`). Table 1's NLL: L with a fixed Sigma against L_simple, over seeds
+  (`ddpm_nll_lines`).
 - Min-SNR Tables 1 and 2 (Hang et al. 2023): cosine-schedule VP grids with min_snr cells.
   Table 1: FID at every EMA snapshot (train.eval_every) for each target's own loss (`native`,
   the paper's baseline) and min_snr with gamma 5; Table 2: final FID over the gamma sweep;
@@ -200,9 +202,7 @@ def ddpm_compute_lines(params, results, paper):
         means = [_fid(np.mean(values(g, step, 0))) for g in labels]
         diffs = []
         for b, w in pairs:
-            diff, verdict = _welch(values(w, step, 0), values(b, step, 0), conf)
-            diffs.append(f"{diff['diff']:+.2f} (one seed: no interval)" if np.isnan(diff["low"]) else
-                         f"{diff['diff']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}] {verdict}")
+            diffs.append(_cell_diff(*_welch(values(w, step, 0), values(b, step, 0), conf)))
         nlls = [f"{np.mean(values(g, step, 1)):.3f}" for g in labels] if nll else []
         lines.append(f"| {step} | " + " | ".join(means + diffs + nlls) + " |")
     return lines
@@ -246,8 +246,7 @@ def ddpm_settings_lines(params, results, paper):
         diffs = []
         for better, worse in pairs:
             diff = _compare(params, results, cells[worse], cells[better], by_row[worse][0] + by_row[better][0])
-            diffs.append("-" if diff is None else f"{diff['diff']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}] "
-                                                  f"{diff['verdict']}")
+            diffs.append("-" if diff is None else _cell_diff(diff, diff["verdict"]))
         nlls = [_mean_text(results, cells[row], "nll_bpd", 3) for row in rows]
         shown = [str(v) if isinstance(v, (str, bool)) else f"{v:g}" for v in values]
         lines.append("| " + " | ".join([*shown, *fids, *diffs, *nlls]) + " |")
@@ -256,8 +255,15 @@ def ddpm_settings_lines(params, results, paper):
 
 def _mean_text(results, cells, metric, digits):
     """`mean (n)` of a metric over the finished seeds, `-` when none finished."""
-    values = [results[c][metric] for c in cells if results[c]["status"] == "ok" and results[c].get(metric) is not None]
+    values = [v for v, _ in replicates(results, cells, metric)]
     return f"{np.mean(values):.{digits}f} (n = {len(values)})" if values else "-"
+
+
+def _cell_diff(diff, verdict):
+    """A difference in a table cell: `+d [low, high] verdict`, or `+d (one seed: no interval)`."""
+    if np.isnan(diff["low"]):
+        return f"{diff['diff']:+.2f} (one seed: no interval)"
+    return f"{diff['diff']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}] {verdict}"
 
 
 def ddpm_agreement(params, results, summary, paper):
